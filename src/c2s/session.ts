@@ -1,0 +1,51 @@
+// A bound client resource (RFC 6120 §7). It outlives its connection while
+// stream management keeps it resumable (XEP-0198 §5), so the connection is a
+// field that may be null; everything addressed to the session goes through
+// send(), which queues while the session is detached.
+import type { Element } from '../xmpp/element.ts';
+import type { JID } from '../xmpp/jid.ts';
+import type { Routable } from '../router/router.ts';
+import type { Connection } from './connection.ts';
+import { SmState } from './stream-management.ts';
+
+let nextId = 1;
+
+export class Session implements Routable {
+  readonly id = (nextId++).toString(36);
+  readonly jid: JID;
+  readonly username: string;
+  connection: Connection | null;
+  /** Last available presence broadcast by this resource; null while unavailable. */
+  presence: Element | null = null;
+  priority: number | null = null;
+  /** RFC 6121 §2.1.6: a resource that asked for the roster gets pushes and is "interested". */
+  interested = false;
+  /** XEP-0280. */
+  carbons = false;
+  /** Anything a module keeps per session. */
+  readonly data = new Map<string, unknown>();
+  readonly sm = new SmState();
+  closed = false;
+  readonly created = Date.now();
+
+  constructor(jid: JID, connection: Connection) {
+    this.jid = jid;
+    this.username = jid.local;
+    this.connection = connection;
+  }
+
+  /** Available for delivery: has sent initial presence and not gone unavailable. */
+  get available(): boolean {
+    return this.priority !== null;
+  }
+
+  send(stanza: Element): void {
+    if (this.closed) return;
+    if (this.sm.enabled) this.sm.queue(stanza);
+    const c = this.connection;
+    if (c) {
+      c.writeStanza(stanza);
+      if (this.sm.enabled) c.maybeRequestAck();
+    }
+  }
+}

@@ -1,0 +1,85 @@
+// Builds each module's context and loads the modules in order. The context is
+// the only way a module reaches the rest of the server.
+import type { Element } from '../xmpp/element.ts';
+import type { Router, Scope } from '../router/router.ts';
+import type { Store } from '../store/db.ts';
+import type { UserDirectory } from '../store/directory.ts';
+import type { Logger } from '../admin/log.ts';
+import type { Session } from '../c2s/session.ts';
+import type { StanzaEvent } from '../router/router.ts';
+import type { Config, IqHandler, Module, ModuleContext } from './api.ts';
+import type { ServerInfo } from './server-info.ts';
+
+export interface LoaderDeps {
+  domain: string;
+  router: Router;
+  store: Store;
+  directory: UserDirectory;
+  config: Config;
+  log: Logger;
+  info: ServerInfo;
+}
+
+export interface LoadedModules {
+  names: string[];
+  stop(): Promise<void>;
+}
+
+export async function loadModules(modules: Module[], deps: LoaderDeps): Promise<LoadedModules> {
+  const stoppers: Array<() => void | Promise<void>> = [];
+  for (const mod of modules) {
+    const ctx = createContext(mod.name, deps, stoppers);
+    await mod.load(ctx);
+  }
+  return {
+    names: modules.map((m) => m.name),
+    async stop() {
+      for (const fn of stoppers.reverse()) {
+        try {
+          await fn();
+        } catch (e) {
+          deps.log.error('module stop failed:', e);
+        }
+      }
+    },
+  };
+}
+
+function createContext(name: string, deps: LoaderDeps, stoppers: Array<() => void | Promise<void>>): ModuleContext {
+  const { router } = deps;
+  return {
+    name,
+    domain: deps.domain,
+    router,
+    store: deps.store,
+    directory: deps.directory,
+    config: deps.config,
+    log: deps.log.child(name),
+    info: deps.info,
+    hook(event, handler, priority) {
+      router.hooks.on(event, handler, priority);
+    },
+    iq(type: 'get' | 'set', scope: Scope, ns: string, handler: IqHandler) {
+      router.hooks.on<StanzaEvent<Session>>(`iq-${type}/${scope}/${ns}`, (ev) => {
+        const r = handler(ev);
+        if (r instanceof Promise) {
+          return r.then((payload) => {
+            router.sendResult(ev.stanza, payload ?? null);
+            return true;
+          });
+        }
+        router.sendResult(ev.stanza, (r as Element | null | undefined) ?? null);
+        return true;
+      });
+    },
+    feature(ns: string) {
+      deps.info.features.add(ns);
+    },
+    streamFeature(provider) {
+      deps.info.streamFeatures.push(provider);
+    },
+    onStop(fn) {
+      stoppers.push(fn);
+    },
+  };
+}

@@ -1,0 +1,107 @@
+// Wires the parts of one node together (DESIGN.md): storage, user directory,
+// router, modules, client listeners. The only place that knows them all;
+// bin/imnode parses arguments and calls startNode.
+import * as path from 'node:path';
+import * as fs from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { prepDomain, prepLocal } from './xmpp/jid.ts';
+import { Store } from './store/db.ts';
+import { EmbeddedDirectory } from './store/directory.ts';
+import type { UserDirectory } from './store/directory.ts';
+import { Router } from './router/router.ts';
+import { ServerInfo } from './modules/server-info.ts';
+import { loadModules } from './modules/loader.ts';
+import { defaultModules } from './modules/index.ts';
+import type { Module } from './modules/api.ts';
+import { C2SServer } from './c2s/server.ts';
+import { SCRAM_SHA_1, SCRAM_SHA_256 } from './c2s/sasl/scram.ts';
+import { PLAIN } from './c2s/sasl/plain.ts';
+import { loadTlsMaterial, secureContextOptions } from './c2s/tls.ts';
+import type { Logger } from './admin/log.ts';
+import type { Config } from './admin/options.ts';
+
+export interface RunningNode {
+  readonly domain: string;
+  readonly router: Router;
+  readonly store: Store;
+  readonly directory: UserDirectory;
+  readonly c2s: C2SServer;
+  readonly ports: { c2s: number; tls: number };
+  stop(reason?: string): Promise<void>;
+}
+
+export async function startNode(config: Config, log: Logger, opts: { modules?: Module[] } = {}): Promise<RunningNode> {
+  const domain = prepDomain(String(config.domain));
+  const dataDir = path.resolve(String(config['data-dir']));
+  await fs.mkdir(dataDir, { recursive: true, mode: 0o700 });
+
+  const store = await Store.open(path.join(dataDir, 'db'));
+  const directory = new EmbeddedDirectory(store);
+  const material = await loadTlsMaterial({
+    domain, dataDir,
+    cert: config.cert as string | undefined,
+    key: config.key as string | undefined,
+  });
+  if (material.selfSigned) log.info(`using the self-signed certificate in ${material.certPath}`);
+  const secret = await serverSecret(dataDir);
+
+  const router = new Router({ domain, log: log.child('router') });
+  const info = new ServerInfo();
+  const modules = await loadModules(opts.modules ?? defaultModules(), {
+    domain, router, store, directory, config, log, info,
+  });
+
+  const c2s = new C2SServer({
+    opts: {
+      bind: String(config.bind),
+      port: Number(config['c2s-port']),
+      tlsPort: Number(config['c2s-tls-port']),
+      directTls: config['direct-tls'] !== false,
+      requireTls: config['require-tls'] !== false,
+      maxStanzaSize: Number(config['max-stanza-size']),
+      smResumeTimeout: Number(config['sm-resume-timeout']),
+      authFailDelay: Number(config['auth-fail-delay']),
+    },
+    domain, router, log: log.child('c2s'), info, tlsOptions: secureContextOptions(material),
+    mechanisms: [SCRAM_SHA_256, SCRAM_SHA_1, PLAIN],
+    saslBackend: {
+      domain,
+      secret,
+      prepUsername(s) {
+        try { return prepLocal(s); } catch { return null; }
+      },
+      getCredentials: (u) => directory.getCredentials(u),
+      verifyPassword: (u, p) => directory.verifyPassword(u, p),
+    },
+  });
+  await c2s.start();
+  log.info(`ready: domain ${domain}, c2s port ${c2s.ports.c2s}${c2s.ports.tls ? `, direct TLS port ${c2s.ports.tls}` : ''}, data in ${dataDir}`);
+
+  let stopped: Promise<void> | null = null;
+  return {
+    domain, router, store, directory, c2s,
+    ports: c2s.ports,
+    stop(reason = 'shutdown') {
+      stopped ??= (async () => {
+        log.info(`stopping (${reason})`);
+        await c2s.stop();
+        await modules.stop();
+        await store.close();
+        log.info('stopped');
+      })();
+      return stopped;
+    },
+  };
+}
+
+/** A per-data-dir secret (fake SCRAM salts for unknown users must be stable across restarts). */
+async function serverSecret(dataDir: string): Promise<Buffer> {
+  const file = path.join(dataDir, 'secret');
+  try {
+    const b = await fs.readFile(file);
+    if (b.length >= 32) return b;
+  } catch { /* first start */ }
+  const b = randomBytes(32);
+  await fs.writeFile(file, b, { mode: 0o600 });
+  return b;
+}

@@ -1,0 +1,134 @@
+// The user directory: who the accounts are and how to check their passwords.
+// The embedded implementation keeps accounts in LevelDB as SCRAM keys only
+// (RFC 5802 §3, RFC 7677), never the password, so that SCRAM logins work and a copy
+// of the database does not reveal passwords. An LDAP directory implements the same
+// interface in another file.
+import type { Store, Keyspace } from './db.ts';
+import {
+  DEFAULT_ITERATIONS, deriveCredentials, verifyPassword as verifyScramPassword,
+  type StoredCredentials,
+} from '../xmpp/scram.ts';
+
+/** Usernames are prepared localparts (RFC 7622 §3.3); the caller prepares them. */
+export interface UserDirectory {
+  /** 'embedded', 'ldap', ... */
+  readonly kind: string;
+  exists(username: string): Promise<boolean>;
+  /** null for an unknown user, or for a directory that holds no SCRAM keys. */
+  getCredentials(username: string): Promise<StoredCredentials | null>;
+  /** false for an unknown user. */
+  verifyPassword(username: string, password: string): Promise<boolean>;
+  /** Throws UserExistsError. */
+  create(username: string, password: string): Promise<void>;
+  /** Throws UnknownUserError. */
+  setPassword(username: string, password: string): Promise<void>;
+  /** Throws UnknownUserError. */
+  delete(username: string): Promise<void>;
+  list(): Promise<string[]>;
+}
+
+export class UserExistsError extends Error {
+  readonly username: string;
+  constructor(username: string) {
+    super(`user already exists: ${username}`);
+    this.name = 'UserExistsError';
+    this.username = username;
+  }
+}
+
+export class UnknownUserError extends Error {
+  readonly username: string;
+  constructor(username: string) {
+    super(`unknown user: ${username}`);
+    this.name = 'UnknownUserError';
+    this.username = username;
+  }
+}
+
+export interface AccountRecord {
+  creds: StoredCredentials;
+  /** ms since the epoch */
+  created: number;
+}
+
+export const ACCOUNTS_KEYSPACE = 'accounts';
+
+export class EmbeddedDirectory implements UserDirectory {
+  readonly kind = 'embedded';
+  readonly #accounts: Keyspace<AccountRecord>;
+  readonly #iterations: number;
+  // Per-name queue of mutations: LevelDB has no compare-and-set, so the check for an
+  // existing account and the write must not interleave with another write of that name.
+  readonly #locks = new Map<string, Promise<unknown>>();
+
+  constructor(store: Store, opts: { iterations?: number } = {}) {
+    this.#accounts = store.keyspace<AccountRecord>(ACCOUNTS_KEYSPACE);
+    this.#iterations = opts.iterations ?? DEFAULT_ITERATIONS;
+  }
+
+  async exists(username: string): Promise<boolean> {
+    return (await this.#accounts.get(checkName(username))) !== undefined;
+  }
+
+  async getCredentials(username: string): Promise<StoredCredentials | null> {
+    return (await this.#accounts.get(checkName(username)))?.creds ?? null;
+  }
+
+  async verifyPassword(username: string, password: string): Promise<boolean> {
+    const rec = await this.#accounts.get(checkName(username));
+    if (!rec) return false;
+    return verifyScramPassword(rec.creds, password);
+  }
+
+  async create(username: string, password: string): Promise<void> {
+    checkName(username);
+    // Derived outside the lock: PBKDF2 is the slow part and needs no exclusivity.
+    const creds = await deriveCredentials(password, this.#iterations);
+    await this.#withLock(username, async () => {
+      if ((await this.#accounts.get(username)) !== undefined) throw new UserExistsError(username);
+      await this.#accounts.put(username, { creds, created: Date.now() });
+    });
+  }
+
+  async setPassword(username: string, password: string): Promise<void> {
+    checkName(username);
+    const creds = await deriveCredentials(password, this.#iterations);
+    await this.#withLock(username, async () => {
+      const rec = await this.#accounts.get(username);
+      if (!rec) throw new UnknownUserError(username);
+      await this.#accounts.put(username, { ...rec, creds });
+    });
+  }
+
+  async delete(username: string): Promise<void> {
+    checkName(username);
+    await this.#withLock(username, async () => {
+      if ((await this.#accounts.get(username)) === undefined) throw new UnknownUserError(username);
+      await this.#accounts.del(username);
+    });
+  }
+
+  list(): Promise<string[]> {
+    return this.#accounts.keys();
+  }
+
+  async #withLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.#locks.get(name) ?? Promise.resolve();
+    const run = prev.then(fn);
+    // The queue holds a promise that never rejects, so that one failed mutation
+    // neither stops the next one nor surfaces as an unhandled rejection.
+    const tail = run.then(() => undefined, () => undefined);
+    this.#locks.set(name, tail);
+    try {
+      return await run;
+    } finally {
+      if (this.#locks.get(name) === tail) this.#locks.delete(name);
+    }
+  }
+}
+
+function checkName(username: string): string {
+  // Misuse, not a client error: callers prepare names, and an empty one would address the whole keyspace.
+  if (typeof username !== 'string' || username === '') throw new TypeError('username must be a non-empty prepared localpart');
+  return username;
+}

@@ -1,0 +1,109 @@
+// Drives the server with @xmpp/client (xmpp.js), a client library written by
+// others: every stanza it receives is recorded so tests can wait for one.
+// @ts-ignore xmpp.js ships no types
+import { client, xml } from '@xmpp/client';
+import type { TestServer } from './imnode.ts';
+
+export { xml };
+
+export interface XmlEl {
+  name: string;
+  attrs: Record<string, string>;
+  children: Array<XmlEl | string>;
+  is(name: string, xmlns?: string): boolean;
+  getChild(name: string, xmlns?: string): XmlEl | undefined;
+  getChildren(name: string, xmlns?: string): XmlEl[];
+  getChildText(name: string, xmlns?: string): string | null;
+  getText(): string;
+  toString(): string;
+}
+
+export interface TestClient {
+  xmpp: any;
+  jid: string;
+  received: XmlEl[];
+  send(el: XmlEl): Promise<void>;
+  iq(el: XmlEl, timeoutMs?: number): Promise<XmlEl>;
+  waitFor(pred: (s: XmlEl) => boolean, timeoutMs?: number, what?: string): Promise<XmlEl>;
+  stop(): Promise<void>;
+}
+
+export interface ConnectOptions {
+  username: string;
+  password: string;
+  resource?: string;
+  /** Use the direct TLS port (XEP-0368) instead of STARTTLS. */
+  directTls?: boolean;
+  /** Keep xmpp.js's automatic reconnection (for resumption tests). */
+  reconnect?: boolean;
+  /** Pick the SASL mechanism (xmpp.js offers SCRAM-SHA-1 and PLAIN). */
+  mechanism?: 'SCRAM-SHA-1' | 'PLAIN';
+}
+
+export async function connect(server: TestServer, opts: ConnectOptions): Promise<TestClient> {
+  // Direct TLS verifies the certificate against the host name in the URL, so use the name.
+  const service = opts.directTls ? `xmpps://localhost:${server.tlsPort}` : `xmpp://127.0.0.1:${server.port}`;
+  const credentials = opts.mechanism
+    ? async (authenticate: any, mechanisms: string[]) => {
+      if (!mechanisms.includes(opts.mechanism!)) throw new Error(`server does not offer ${opts.mechanism}: ${mechanisms}`);
+      await authenticate({ username: opts.username, password: opts.password }, opts.mechanism);
+    }
+    : { username: opts.username, password: opts.password };
+  const xmpp = client({ service, domain: server.domain, resource: opts.resource, credentials, username: opts.username, password: opts.password });
+  if (!opts.reconnect) xmpp.reconnect.stop();
+  const received: XmlEl[] = [];
+  const waiters: Array<{ pred: (s: XmlEl) => boolean; resolve: (s: XmlEl) => void }> = [];
+  xmpp.on('error', () => { /* surfaced through start() or waitFor timeouts */ });
+  xmpp.on('stanza', (s: XmlEl) => {
+    received.push(s);
+    for (let i = 0; i < waiters.length; i++) {
+      if (waiters[i].pred(s)) {
+        waiters[i].resolve(s);
+        waiters.splice(i, 1);
+        i--;
+      }
+    }
+  });
+  const address = await xmpp.start();
+  const tc: TestClient = {
+    xmpp,
+    jid: address.toString(),
+    received,
+    send: (el) => xmpp.send(el),
+    iq: (el, timeoutMs = 5000) => xmpp.iqCaller.request(el, timeoutMs),
+    waitFor(pred, timeoutMs = 5000, what = 'a stanza') {
+      const seen = received.find(pred);
+      if (seen) {
+        received.splice(received.indexOf(seen), 1);
+        return Promise.resolve(seen);
+      }
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`${tc.jid}: timed out waiting for ${what}`)), timeoutMs);
+        waiters.push({
+          pred,
+          resolve: (s) => {
+            clearTimeout(timer);
+            received.splice(received.indexOf(s), 1);
+            resolve(s);
+          },
+        });
+      });
+    },
+    async stop() {
+      xmpp.reconnect.stop();
+      try { await xmpp.stop(); } catch { /* already gone */ }
+    },
+  };
+  return tc;
+}
+
+/** Resolves with the error xmpp.js gives when login fails. */
+export async function connectFails(server: TestServer, opts: ConnectOptions): Promise<Error> {
+  try {
+    const c = await connect(server, opts);
+    await c.stop();
+  } catch (e) {
+    return e as Error;
+  }
+  throw new Error(`login of ${opts.username} unexpectedly succeeded`);
+}

@@ -1,0 +1,223 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import '../../src/admin/core-options.ts';
+import {
+  ConfigError, allOptions, declareOptions, envName, getBool, getList, getNumber, getString,
+  loadConfig, optionsHelp, optionsMarkdown, parseDuration,
+} from '../../src/admin/options.ts';
+
+let dir: string;
+test.before(async () => { dir = await mkdtemp(join(tmpdir(), 'imnode-config-')); });
+test.after(async () => { await rm(dir, { recursive: true, force: true }); });
+
+async function file(name: string, content: unknown): Promise<string> {
+  const p = join(dir, name);
+  await writeFile(p, typeof content === 'string' ? content : JSON.stringify(content));
+  return p;
+}
+
+/** Asserts loadConfig rejects with a ConfigError whose message matches. */
+async function refuses(argv: string[], env: NodeJS.ProcessEnv, re: RegExp): Promise<ConfigError> {
+  try {
+    await loadConfig(argv, env);
+  } catch (e) {
+    assert.instance(e, ConfigError, `expected ConfigError, got ${String(e)}`);
+    assert.match((e as Error).message, re);
+    assert.not.match((e as Error).message, /\n/, 'one line');
+    return e as ConfigError;
+  }
+  assert.unreachable(`accepted ${argv.join(' ')}`);
+  throw new Error('unreachable');
+}
+
+test('defaults', async () => {
+  const { config, positionals } = await loadConfig([], {});
+  assert.is(config.domain, 'imnode.local');
+  assert.is(config['c2s-port'], 5222);
+  assert.is(config['c2s-tls-port'], 5223);
+  assert.is(config['require-tls'], true);
+  assert.is(config['allow-registration'], false);
+  assert.is(config['log-level'], 'info');
+  assert.is(config['max-stanza-size'], 262144);
+  assert.is(config['sm-resume-timeout'], 300_000);
+  assert.is(config['auth-fail-delay'], 1000);
+  assert.is(config['data-dir'], resolve('imnode-data'));
+  assert.equal(config.peer, []);
+  assert.is(config.cert, undefined);
+  assert.equal(positionals, []);
+});
+
+test('precedence: flag > environment > config file > default', async () => {
+  const conf = await file('prec.json', { domain: 'file.example', 'c2s-port': 1111, 'c2s-tls-port': 2222, 'log-level': 'warn' });
+  const env = { IMNODE_CONFIG: conf, IMNODE_DOMAIN: 'env.example', IMNODE_C2S_PORT: '3333' };
+  const { config } = await loadConfig(['--domain', 'flag.example'], env);
+  assert.is(config.domain, 'flag.example');
+  assert.is(config['c2s-port'], 3333);
+  assert.is(config['c2s-tls-port'], 2222);
+  assert.is(config['log-level'], 'warn');
+  assert.is(config['max-stanza-size'], 262144);
+  // --config beats IMNODE_CONFIG
+  const other = await file('other.json', { 'c2s-tls-port': 4444 });
+  const r = await loadConfig(['--config', other], env);
+  assert.is(r.config['c2s-tls-port'], 4444);
+});
+
+test('flag forms: --name value, --name=value, booleans, positionals, --', async () => {
+  const { config, positionals } = await loadConfig(
+    ['user', '--c2s-port=6000', 'add', '--no-require-tls', '--allow-registration', '--', '--domain', 'x'], {});
+  assert.is(config['c2s-port'], 6000);
+  assert.is(config['require-tls'], false);
+  assert.is(config['allow-registration'], true);
+  assert.is(config.domain, 'imnode.local');
+  assert.equal(positionals, ['user', 'add', '--domain', 'x']);
+  assert.is((await loadConfig(['--require-tls=false'], {})).config['require-tls'], false);
+  assert.is((await loadConfig(['--require-tls=no'], {})).config['require-tls'], false);
+  assert.is((await loadConfig([], { IMNODE_REQUIRE_TLS: 'false' })).config['require-tls'], false);
+  assert.is((await loadConfig(['--require-tls'], { IMNODE_REQUIRE_TLS: 'false' })).config['require-tls'], true);
+  // the last of a repeated single-valued flag wins
+  assert.is((await loadConfig(['--domain', 'a.example', '--domain', 'b.example'], {})).config.domain, 'b.example');
+});
+
+test('an empty environment variable counts as unset', async () => {
+  const { config } = await loadConfig([], { IMNODE_DOMAIN: '', IMNODE_C2S_PORT: ' ' });
+  assert.is(config.domain, 'imnode.local');
+  assert.is(config['c2s-port'], 5222);
+});
+
+test('paths: relative to the working directory, or to the config file', async () => {
+  const conf = await file('paths.json', { 'data-dir': 'data', cert: '/etc/ssl/x.pem' });
+  const { config } = await loadConfig(['--config', conf, '--key', 'k.pem'], {});
+  assert.is(config['data-dir'], join(dir, 'data'));
+  assert.is(config.cert, '/etc/ssl/x.pem');
+  assert.is(config.key, resolve('k.pem'));
+});
+
+test('unknown flags are refused, with a suggestion', async () => {
+  const e = await refuses(['--port-typo', '5'], {}, /^--port-typo: unknown option/);
+  assert.is(e.option, 'port-typo');
+  await refuses(['--c2s-prot', '5'], {}, /did you mean --c2s-port\?/);
+  await refuses(['-x'], {}, /^-x: unknown option/);
+  await refuses(['--no-domain'], {}, /^--no-domain: unknown option/);
+});
+
+test('missing values are refused', async () => {
+  await refuses(['--domain'], {}, /^--domain: missing value$/);
+  await refuses(['--c2s-port', '--domain', 'a'], {}, /^--c2s-port: missing value$/);
+  await refuses(['--domain='], {}, /^--domain: empty value$/);
+});
+
+test('bad types and out-of-range values name the option', async () => {
+  await refuses(['--c2s-port', '70000'], {}, /^--c2s-port: 70000 is not a port \(1-65535\)$/);
+  await refuses(['--c2s-port', '0'], {}, /^--c2s-port: 0 is not a port/);
+  await refuses(['--c2s-port', 'abc'], {}, /^--c2s-port: 'abc' is not a port number$/);
+  await refuses(['--c2s-tls-port', '-1'], {}, /^--c2s-tls-port: -1 is not a port \(0-65535/);
+  assert.is((await loadConfig(['--c2s-tls-port', '0'], {})).config['c2s-tls-port'], 0);
+  await refuses(['--max-stanza-size', '12.5'], {}, /^--max-stanza-size: '12.5' is not an integer$/);
+  await refuses(['--max-stanza-size', '10'], {}, /^--max-stanza-size: 10 is below the minimum 1024$/);
+  await refuses(['--log-level', 'verbose'], {}, /^--log-level: 'verbose' is not one of error, warn, info, debug$/);
+  await refuses(['--require-tls=maybe'], {}, /^--require-tls: 'maybe' is not a boolean/);
+  await refuses(['--no-require-tls=true'], {}, /^--no-require-tls: takes no value$/);
+  await refuses(['--sm-resume-timeout', '5 minutes'], {}, /^--sm-resume-timeout: '5 minutes' is not a duration/);
+  await refuses(['--auth-fail-delay', '2m'], {}, /^--auth-fail-delay: '2m' is above the maximum 60000ms$/);
+  await refuses([], { IMNODE_C2S_PORT: '70000' }, /^--c2s-port \(IMNODE_C2S_PORT\): 70000 is not a port/);
+  await refuses([], { IMNODE_REQUIRE_TLS: 'sometimes' }, /^--require-tls \(IMNODE_REQUIRE_TLS\): /);
+});
+
+test('config file problems name the file and the key', async () => {
+  const missing = join(dir, 'nope.json');
+  await refuses(['--config', missing], {}, new RegExp(`^config file ${missing}: cannot read it \\(ENOENT\\)$`));
+  await refuses([], { IMNODE_CONFIG: missing }, /nope\.json: cannot read it/);
+  await refuses(['--config', await file('bad.json', '{"domain": ')], {}, /^config file .*bad\.json: not valid JSON/);
+  await refuses(['--config', await file('array.json', [1, 2])], {}, /array\.json: must be a JSON object/);
+  await refuses(['--config', await file('unknown.json', { 'c2s-prot': 5222 })], {}, /unknown\.json: key 'c2s-prot': unknown option; did you mean --c2s-port\?/);
+  await refuses(['--config', await file('type.json', { 'c2s-port': 'abc' })], {}, /^--c2s-port \(in .*type\.json\): 'abc' is not a port number$/);
+  await refuses(['--config', await file('bool.json', { 'require-tls': 3 })], {}, /^--require-tls \(in .*bool\.json\): 3 is not a boolean/);
+  await refuses(['--config', await file('nested.json', { config: 'x.json' })], {}, /key 'config' is not allowed in a config file/);
+  await refuses(['--config', await file('help.json', { help: true })], {}, /key 'help' is not allowed/);
+});
+
+test('list options: repeated flags, commas, arrays; flags replace the environment', async () => {
+  declareOptions([{ name: 'test-list', type: 'list', description: 'a test list', group: 'Test' }]);
+  assert.equal((await loadConfig(['--test-list', 'a', '--test-list=b,c'], {})).config['test-list'], ['a', 'b', 'c']);
+  assert.equal((await loadConfig([], { IMNODE_TEST_LIST: 'x, y,,z' })).config['test-list'], ['x', 'y', 'z']);
+  assert.equal((await loadConfig(['--test-list', 'f'], { IMNODE_TEST_LIST: 'x,y' })).config['test-list'], ['f']);
+  const conf = await file('list.json', { 'test-list': ['p', 'q'] });
+  assert.equal((await loadConfig(['--config', conf], {})).config['test-list'], ['p', 'q']);
+  await refuses(['--config', await file('badlist.json', { 'test-list': [1] })], {}, /^--test-list \(in .*\): 1 is not a string$/);
+  assert.equal((await loadConfig([], {})).config['test-list'], []);
+});
+
+test('secret values are not quoted in errors', async () => {
+  declareOptions([{ name: 'test-secret-port', type: 'port', secret: true, description: 'a secret', group: 'Test' }]);
+  const e = await refuses(['--test-secret-port', 'hunter2'], {}, /^--test-secret-port: not a valid port \(value not shown\)$/);
+  assert.not.match(e.message, /hunter2/);
+});
+
+test('durations', async () => {
+  assert.is(parseDuration('30s'), 30_000);
+  assert.is(parseDuration('5m'), 300_000);
+  assert.is(parseDuration('250ms'), 250);
+  assert.is(parseDuration('1h'), 3_600_000);
+  assert.is(parseDuration('1.5s'), 1500);
+  assert.is(parseDuration('30'), 30_000);
+  assert.is(parseDuration(2), 2000);
+  assert.is(parseDuration('-1s'), undefined);
+  assert.is(parseDuration('5 minutes'), undefined);
+  assert.is(parseDuration(''), undefined);
+  assert.is((await loadConfig(['--sm-resume-timeout', '90'], {})).config['sm-resume-timeout'], 90_000);
+  assert.is((await loadConfig([], { IMNODE_SM_RESUME_TIMEOUT: '2m' })).config['sm-resume-timeout'], 120_000);
+  const conf = await file('dur.json', { 'auth-fail-delay': 0.5, 'sm-resume-timeout': '10m' });
+  const { config } = await loadConfig(['--config', conf], {});
+  assert.is(config['auth-fail-delay'], 500);
+  assert.is(config['sm-resume-timeout'], 600_000);
+});
+
+test('pool options are refused: the pool is not implemented yet', async () => {
+  const msg = /^--autodiscover: the server pool is not implemented yet in this version$/;
+  await refuses(['--autodiscover'], {}, msg);
+  await refuses([], { IMNODE_AUTODISCOVER: 'true' }, msg);
+  await refuses(['--config', await file('pool.json', { autodiscover: true })], {}, msg);
+  await refuses(['--pool-password', 's3cret'], {}, /^--pool-password: the server pool is not implemented yet/);
+  await refuses(['--pool-port', '7000'], {}, /^--pool-port: the server pool is not implemented yet/);
+  await refuses(['--peer', '10.0.0.2'], {}, /^--peer: the server pool is not implemented yet/);
+  await refuses([], { IMNODE_RELAY: '10.0.0.3' }, /^--relay: the server pool is not implemented yet/);
+  await refuses(['--relay-only'], {}, /^--relay-only: the server pool is not implemented yet/);
+  await refuses(['--server-id', 'n1'], {}, /^--server-id: the server pool is not implemented yet/);
+  // saying "no" to a feature that does not exist is not pretending it works
+  assert.is((await loadConfig(['--no-autodiscover'], {})).config.autodiscover, false);
+});
+
+test('typed accessors', async () => {
+  const { config } = await loadConfig([], {});
+  assert.is(getString(config, 'domain'), 'imnode.local');
+  assert.is(getNumber(config, 'c2s-port'), 5222);
+  assert.is(getBool(config, 'require-tls'), true);
+  assert.equal(getList(config, 'peer'), []);
+  assert.throws(() => getNumber(config, 'domain'), /not a number/);
+  assert.throws(() => getString(config, 'cert'), /not set/);
+});
+
+test('declarations: duplicates and bad defaults are programming errors', () => {
+  assert.throws(() => declareOptions([{ name: 'domain', type: 'string', description: 'again' }]), /declared twice/);
+  assert.throws(() => declareOptions([{ name: 'BadName', type: 'string', description: '' }]), /kebab-case/);
+  assert.throws(() => declareOptions([{ name: 'bad-default', type: 'port', default: 99999, description: '' }]), /not a port/);
+  assert.not.ok(allOptions().some((o) => o.name === 'bad-default'));
+});
+
+test('generated documentation lists every option', () => {
+  const md = optionsMarkdown();
+  const help = optionsHelp();
+  for (const spec of allOptions()) {
+    assert.ok(md.includes(`--${spec.name}`), `markdown lists --${spec.name}`);
+    assert.ok(help.includes(`--${spec.name}`), `help lists --${spec.name}`);
+    if (spec.env !== false) assert.ok(md.includes(envName(spec.name)), `markdown lists ${envName(spec.name)}`);
+  }
+  assert.match(md, /\| `--c2s-port PORT` \| `IMNODE_C2S_PORT` \| `"c2s-port"` \| `5222` \| /);
+  assert.match(md, /### Pool \(not yet implemented\)/);
+  assert.match(help, /--require-tls, --no-require-tls/);
+});
+
+test.run();
