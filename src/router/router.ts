@@ -9,11 +9,21 @@ import { StanzaError, errorReply, toStanzaError } from '../xmpp/errors.ts';
 import { Hooks } from './hooks.ts';
 import type { Logger } from '../admin/log.ts';
 
-/** What the router needs of a client session; c2s/session.ts implements it. */
+/**
+ * What routing and modules may know of a client session. c2s/session.ts
+ * implements it for local sessions; the pool will implement it for sessions on
+ * other nodes, so modules must not rely on more than this.
+ */
 export interface Routable {
   readonly jid: JID;
   /** Priority of the last available presence; null while not available. */
   readonly priority: number | null;
+  /** Last available presence broadcast by this resource; null while unavailable. */
+  readonly presence: Element | null;
+  /** RFC 6121 §2.1.6: asked for the roster, so gets roster pushes. */
+  readonly interested: boolean;
+  /** XEP-0280 carbons enabled. */
+  readonly carbons: boolean;
   readonly closed: boolean;
   send(stanza: Element): void;
 }

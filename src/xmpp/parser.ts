@@ -1,8 +1,8 @@
 // Streaming XML parser for XMPP streams.
 //   RFC 6120 §4.2-§4.4 (stream header and closing tag), §4.9.3 (stream error conditions),
 //   §11.1 (restrictions: no comments, processing instructions, DTDs, or entity references
-//   other than the predefined ones), §11.2-§11.5 (well-formedness, namespace prefixes),
-//   §11.6 (UTF-8 only).
+//   other than the predefined ones), §11.2 (namespace prefixes), §11.3 (well-formedness),
+//   §11.5 (XML declaration), §11.6 (UTF-8 only), §11.7 (whitespace between stanzas).
 //   XML 1.0 §2.2 (allowed characters), §2.11 (line ends), §3.3.3 (attribute value
 //   normalization), §4.1 and §4.6 (character references, predefined entities).
 //

@@ -1,0 +1,7 @@
+// Placeholder: being written.
+import type { Module } from './api.ts';
+
+export const disco: Module = {
+  name: 'disco',
+  load() {},
+};
