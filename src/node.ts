@@ -57,7 +57,7 @@ export async function startNode(config: Config, log: Logger, opts: { modules?: M
       port: Number(config['c2s-port']),
       tlsPort: Number(config['c2s-tls-port']),
       directTls: config['direct-tls'] !== false,
-      requireTls: config['require-tls'] !== false,
+      requireTls: config['require-tls'] as 'always' | 'not-loopback' | 'never',
       maxStanzaSize: Number(config['max-stanza-size']),
       smResumeTimeout: Number(config['sm-resume-timeout']),
       authFailDelay: Number(config['auth-fail-delay']),

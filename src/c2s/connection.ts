@@ -211,7 +211,9 @@ export class Connection {
   }
 
   get #tlsRequired(): boolean {
-    return !this.secure && this.server.opts.requireTls && !this.loopback && this.server.secureContext !== null;
+    const policy = this.server.opts.requireTls;
+    if (this.secure || policy === 'never' || this.server.secureContext === null) return false;
+    return policy === 'always' || !this.loopback;
   }
 
   #onStreamEnd(): void {

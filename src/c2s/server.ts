@@ -22,7 +22,7 @@ export interface C2SOptions {
   tlsPort: number;
   /** XEP-0368 direct TLS listener on tlsPort. */
   directTls: boolean;
-  requireTls: boolean;
+  requireTls: 'always' | 'not-loopback' | 'never';
   maxStanzaSize: number;
   smResumeTimeout: number;
   authFailDelay: number;
