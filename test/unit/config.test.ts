@@ -38,7 +38,7 @@ test('defaults', async () => {
   assert.is(config.domain, 'imnode.local');
   assert.is(config['c2s-port'], 5222);
   assert.is(config['c2s-tls-port'], 5223);
-  assert.is(config['require-tls'], true);
+  assert.is(config['direct-tls'], true);
   assert.is(config['allow-registration'], false);
   assert.is(config['log-level'], 'info');
   assert.is(config['max-stanza-size'], 262144);
@@ -67,16 +67,16 @@ test('precedence: flag > environment > config file > default', async () => {
 
 test('flag forms: --name value, --name=value, booleans, positionals, --', async () => {
   const { config, positionals } = await loadConfig(
-    ['user', '--c2s-port=6000', 'add', '--no-require-tls', '--allow-registration', '--', '--domain', 'x'], {});
+    ['user', '--c2s-port=6000', 'add', '--no-direct-tls', '--allow-registration', '--', '--domain', 'x'], {});
   assert.is(config['c2s-port'], 6000);
-  assert.is(config['require-tls'], false);
+  assert.is(config['direct-tls'], false);
   assert.is(config['allow-registration'], true);
   assert.is(config.domain, 'imnode.local');
   assert.equal(positionals, ['user', 'add', '--domain', 'x']);
-  assert.is((await loadConfig(['--require-tls=false'], {})).config['require-tls'], false);
-  assert.is((await loadConfig(['--require-tls=no'], {})).config['require-tls'], false);
-  assert.is((await loadConfig([], { IMNODE_REQUIRE_TLS: 'false' })).config['require-tls'], false);
-  assert.is((await loadConfig(['--require-tls'], { IMNODE_REQUIRE_TLS: 'false' })).config['require-tls'], true);
+  assert.is((await loadConfig(['--direct-tls=false'], {})).config['direct-tls'], false);
+  assert.is((await loadConfig(['--direct-tls=no'], {})).config['direct-tls'], false);
+  assert.is((await loadConfig([], { IMNODE_DIRECT_TLS: 'false' })).config['direct-tls'], false);
+  assert.is((await loadConfig(['--direct-tls'], { IMNODE_DIRECT_TLS: 'false' })).config['direct-tls'], true);
   // the last of a repeated single-valued flag wins
   assert.is((await loadConfig(['--domain', 'a.example', '--domain', 'b.example'], {})).config.domain, 'b.example');
 });
@@ -118,12 +118,12 @@ test('bad types and out-of-range values name the option', async () => {
   await refuses(['--max-stanza-size', '12.5'], {}, /^--max-stanza-size: '12.5' is not an integer$/);
   await refuses(['--max-stanza-size', '10'], {}, /^--max-stanza-size: 10 is below the minimum 1024$/);
   await refuses(['--log-level', 'verbose'], {}, /^--log-level: 'verbose' is not one of error, warn, info, debug$/);
-  await refuses(['--require-tls=maybe'], {}, /^--require-tls: 'maybe' is not a boolean/);
-  await refuses(['--no-require-tls=true'], {}, /^--no-require-tls: takes no value$/);
+  await refuses(['--direct-tls=maybe'], {}, /^--direct-tls: 'maybe' is not a boolean/);
+  await refuses(['--no-direct-tls=true'], {}, /^--no-direct-tls: takes no value$/);
   await refuses(['--sm-resume-timeout', '5 minutes'], {}, /^--sm-resume-timeout: '5 minutes' is not a duration/);
   await refuses(['--auth-fail-delay', '2m'], {}, /^--auth-fail-delay: '2m' is above the maximum 60000ms$/);
   await refuses([], { IMNODE_C2S_PORT: '70000' }, /^--c2s-port \(IMNODE_C2S_PORT\): 70000 is not a port/);
-  await refuses([], { IMNODE_REQUIRE_TLS: 'sometimes' }, /^--require-tls \(IMNODE_REQUIRE_TLS\): /);
+  await refuses([], { IMNODE_DIRECT_TLS: 'sometimes' }, /^--direct-tls \(IMNODE_DIRECT_TLS\): /);
 });
 
 test('config file problems name the file and the key', async () => {
@@ -134,7 +134,7 @@ test('config file problems name the file and the key', async () => {
   await refuses(['--config', await file('array.json', [1, 2])], {}, /array\.json: must be a JSON object/);
   await refuses(['--config', await file('unknown.json', { 'c2s-prot': 5222 })], {}, /unknown\.json: key 'c2s-prot': unknown option; did you mean --c2s-port\?/);
   await refuses(['--config', await file('type.json', { 'c2s-port': 'abc' })], {}, /^--c2s-port \(in .*type\.json\): 'abc' is not a port number$/);
-  await refuses(['--config', await file('bool.json', { 'require-tls': 3 })], {}, /^--require-tls \(in .*bool\.json\): 3 is not a boolean/);
+  await refuses(['--config', await file('bool.json', { 'direct-tls': 3 })], {}, /^--direct-tls \(in .*bool\.json\): 3 is not a boolean/);
   await refuses(['--config', await file('nested.json', { config: 'x.json' })], {}, /key 'config' is not allowed in a config file/);
   await refuses(['--config', await file('help.json', { help: true })], {}, /key 'help' is not allowed/);
 });
@@ -194,7 +194,7 @@ test('typed accessors', async () => {
   const { config } = await loadConfig([], {});
   assert.is(getString(config, 'domain'), 'imnode.local');
   assert.is(getNumber(config, 'c2s-port'), 5222);
-  assert.is(getBool(config, 'require-tls'), true);
+  assert.is(getBool(config, 'direct-tls'), true);
   assert.equal(getList(config, 'peer'), []);
   assert.throws(() => getNumber(config, 'domain'), /not a number/);
   assert.throws(() => getString(config, 'cert'), /not set/);
@@ -217,7 +217,7 @@ test('generated documentation lists every option', () => {
   }
   assert.match(md, /\| `--c2s-port PORT` \| `IMNODE_C2S_PORT` \| `"c2s-port"` \| `5222` \| /);
   assert.match(md, /### Pool \(not yet implemented\)/);
-  assert.match(help, /--require-tls, --no-require-tls/);
+  assert.match(help, /--direct-tls, --no-direct-tls/);
 });
 
 test.run();
