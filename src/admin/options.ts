@@ -144,7 +144,7 @@ function convertValue(spec: OptionSpec, raw: unknown, label: string, base: strin
       const n = Number(v);
       if (spec.type === 'port') {
         const lo = spec.min ?? 1, hi = spec.max ?? 65535;
-        if (n < lo || n > hi) bad(`${n} is not a port (${lo}-${hi}${lo === 0 ? ', 0 disables' : ''})`);
+        if (n < lo || n > hi) bad(`${n} is not a port (${lo}-${hi})`);
         return n;
       }
       if (!Number.isSafeInteger(n)) bad(`${v} is too large`);

