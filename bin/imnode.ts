@@ -3,6 +3,8 @@
 // server logic. Exit codes: 0 ok, 1 the operation failed, 2 bad usage or config.
 import { mkdir, readFile } from 'node:fs/promises';
 import { databaseDir } from '../src/admin/core-options.ts';
+// Modules declare their own options when imported; load them before parsing flags.
+import '../src/modules/index.ts';
 import {
   ConfigError, loadConfig, optionsHelp, getString, getOptionalString, type Config,
 } from '../src/admin/options.ts';
