@@ -104,11 +104,13 @@ export class C2SServer {
     this.log.debug(`session ${session.jid} detached; resumable for ${ms} ms`);
     session.sm.hibernateTimer = setTimeout(() => void this.endSession(session, 'resumption timed out'), ms);
     session.sm.hibernateTimer.unref();
+    session.onOverflow = (s) => void this.endSession(s, 'too many stanzas queued while detached');
   }
 
   wake(session: Session): void {
     if (session.sm.hibernateTimer) clearTimeout(session.sm.hibernateTimer);
     session.sm.hibernateTimer = null;
+    session.onOverflow = null;
   }
 
   /**

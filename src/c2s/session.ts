@@ -10,6 +10,9 @@ import { SmState } from './stream-management.ts';
 
 let nextId = 1;
 
+/** Stanzas kept for a detached session before it is ended (and they go offline). */
+const MAX_DETACHED_QUEUE = 10_000;
+
 export class Session implements Routable {
   readonly id = (nextId++).toString(36);
   readonly jid: JID;
@@ -27,6 +30,8 @@ export class Session implements Routable {
   readonly sm = new SmState();
   closed = false;
   readonly created = Date.now();
+  /** Called when a detached session's queue is full; set by the c2s server. */
+  onOverflow: ((s: Session) => void) | null = null;
 
   constructor(jid: JID, connection: Connection) {
     this.jid = jid;
@@ -46,6 +51,8 @@ export class Session implements Routable {
     if (c) {
       c.writeStanza(stanza);
       if (this.sm.enabled) c.maybeRequestAck();
+    } else if (this.sm.unacked.length > MAX_DETACHED_QUEUE && this.onOverflow) {
+      this.onOverflow(this);
     }
   }
 }
