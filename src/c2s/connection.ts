@@ -200,11 +200,12 @@ export class Connection {
       }
     } else {
       f.c('bind', { xmlns: NS.bind });
+      f.c('sm', { xmlns: NS.sm });
       // RFC 3921 sessions are a no-op now; old clients still look for the feature.
       f.c('session', { xmlns: NS.session }).c('optional');
     }
     for (const p of info.streamFeatures) {
-      const el = p({ authenticated: this.authenticated, secure: this.secure });
+      const el = p({ authenticated: this.authenticated, secure: this.secure, loopback: this.loopback });
       if (el) f.append(el);
     }
     return f;
