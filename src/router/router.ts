@@ -120,12 +120,25 @@ export class Router {
         to = parseJID(toAttr);
       } catch (e) {
         if (!(e instanceof InvalidJIDError)) throw e;
-        this.sendError(stanza, new StanzaError('jid-malformed', 'invalid recipient address'));
+        // Not through sendError: route() would drop the reply, whose 'from' is this malformed address.
+        if (stanza.attrs.type !== 'error') origin.send(errorReply(stanza, new StanzaError('jid-malformed', 'invalid recipient address')));
         return;
       }
     }
     const ev: StanzaEvent = { stanza, from: origin.jid, to, origin, scope: scopeOf(to) };
-    return this.#chain(this.hooks.fire(`out/${stanza.name}`, ev), () => this.#dispatch(ev));
+    const name = `out/${stanza.name}`;
+    let first: boolean | Promise<boolean>;
+    try {
+      first = this.hooks.fire(name, ev);
+    } catch (e) {
+      return this.#handlerFailed(name, stanza, e);
+    }
+    if (first === true) return;
+    if (first === false) return this.#dispatch(ev);
+    return first.then(
+      (stop) => (stop ? undefined : this.#dispatch(ev)),
+      (e) => this.#handlerFailed(name, stanza, e),
+    );
   }
 
   /**
@@ -177,12 +190,6 @@ export class Router {
       (handled) => { if (!handled) return this.#unhandled(ev); },
       (e) => this.#handlerFailed(name, stanza, e),
     );
-  }
-
-  #chain(first: boolean | Promise<boolean>, next: () => void | Promise<void>): void | Promise<void> {
-    if (first === true) return;
-    if (first === false) return next();
-    return first.then((stop) => (stop ? undefined : next()));
   }
 
   #handlerFailed(name: string, stanza: Element, e: unknown): void {
