@@ -40,6 +40,36 @@ export interface ConnectOptions {
   mechanism?: 'SCRAM-SHA-1' | 'PLAIN';
 }
 
+let iqCounter = 0;
+
+/** An IQ error reply as an exception, shaped like xmpp.js's StanzaError (condition, text, element). */
+export class IqError extends Error {
+  readonly condition: string;
+  readonly text: string;
+  /** The error's type attribute (cancel, modify, auth, wait, continue). */
+  readonly type: string;
+  /** An application-specific condition element, if any (RFC 6120 §8.3.2). */
+  readonly application: XmlEl | undefined;
+  readonly element: XmlEl;
+  constructor(reply: XmlEl) {
+    const err = reply.getChild('error');
+    const cond = err?.children.find((c): c is XmlEl => typeof c !== 'string' && c.attrs.xmlns === 'urn:ietf:params:xml:ns:xmpp-stanzas' && c.name !== 'text');
+    const condition = cond?.name ?? 'undefined-condition';
+    const text = err?.getChildText('text', 'urn:ietf:params:xml:ns:xmpp-stanzas') ?? '';
+    super(text ? `${condition} - ${text}` : condition);
+    this.name = 'StanzaError';
+    this.condition = condition;
+    this.text = text;
+    this.type = err?.attrs.type ?? '';
+    this.application = err?.children.find((c): c is XmlEl => typeof c !== 'string' && c.attrs.xmlns !== 'urn:ietf:params:xml:ns:xmpp-stanzas');
+    this.element = reply;
+  }
+}
+
+function stanzaError(reply: XmlEl): IqError {
+  return new IqError(reply);
+}
+
 export async function connect(server: TestServer, opts: ConnectOptions): Promise<TestClient> {
   // Direct TLS verifies the certificate against the host name in the URL, so use the name.
   const service = opts.directTls ? `xmpps://localhost:${server.tlsPort}` : `xmpp://127.0.0.1:${server.port}`;
@@ -84,13 +114,17 @@ export async function connect(server: TestServer, opts: ConnectOptions): Promise
     received,
     send: (el) => xmpp.send(el),
     async iq(el, timeoutMs = 5000) {
-      const result = await xmpp.iqCaller.request(el, timeoutMs);
-      // xmpp.js 0.14 bug: its IQ caller takes the result before the XEP-0198
-      // counter sees it, so the client would acknowledge one stanza too few and
-      // the server would rightly hand the last stanza on again at session end.
-      const sm = xmpp.streamManagement;
-      if (sm.enabled) sm.inbound += 1;
-      return result;
+      // Not xmpp.js's iqCaller: it attaches its rejection handler only after the
+      // socket write completes, so a quick error reply is an unhandled rejection
+      // (and it hides results from the XEP-0198 counter). Replies with an id we
+      // did not register go through the normal stanza path instead.
+      const id = el.attrs.id ?? `iq-${++iqCounter}`;
+      el.attrs.id = id;
+      const reply = tc.waitFor((s) => s.name === 'iq' && s.attrs.id === id && (s.attrs.type === 'result' || s.attrs.type === 'error'), timeoutMs, `the reply to IQ ${id}`);
+      await xmpp.send(el);
+      const r = await reply;
+      if (r.attrs.type === 'error') throw stanzaError(r);
+      return r;
     },
     waitFor(pred, timeoutMs = 5000, what = 'a stanza') {
       const seen = received.find(pred);
