@@ -1,0 +1,481 @@
+// The server pool over libp2p (DESIGN.md "pool/" and "Shoal, mapped"): TCP, every
+// connection wrapped by @libp2p/pnet with the key derived from the pool password
+// (psk.ts), then noise and yamux; identify and ping; gossipsub for group messaging
+// and membership heartbeats; mDNS (--autodiscover) and a static peer list for
+// discovery. libp2p 3 dials nothing by itself, so this class dials what discovery
+// finds and keeps dialling the static peers. Membership is in membership.ts,
+// point-to-point messaging in p2p.ts.
+import { hostname } from 'node:os';
+import { createLibp2p, type Libp2p } from 'libp2p';
+import { tcp } from '@libp2p/tcp';
+import { noise } from '@chainsafe/libp2p-noise';
+import { yamux } from '@chainsafe/libp2p-yamux';
+import { identify, type Identify } from '@libp2p/identify';
+import { ping, type Ping } from '@libp2p/ping';
+import { mdns } from '@libp2p/mdns';
+import { preSharedKey } from '@libp2p/pnet';
+import { gossipsub, type GossipSub } from '@libp2p/gossipsub';
+import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id';
+import { multiaddr, type Multiaddr } from '@multiformats/multiaddr';
+import type { PeerDiscovery, PeerId, PeerInfo, PrivateKey } from '@libp2p/interface';
+import type { MemberInfo, MembershipEvent, PeerHandler, Pool } from './types.ts';
+import type { Logger } from '../admin/log.ts';
+import { Membership, MEMBERSHIP_PROTOCOL, type MembershipTransport, type RefusalInfo } from './membership.ts';
+import { checkProtocolName, PeerMessaging, PeerUnreachableError } from './p2p.ts';
+import { poolPsk } from './psk.ts';
+import { loadOrCreatePeerKey } from './peer-key.ts';
+
+/**
+ * Default TCP port of pool traffic. Outside the XMPP ports (5222/5223 c2s, 5269 s2s,
+ * 5280/5281 HTTP, 5347 components) so that pool traffic gets its own firewall rule,
+ * and below the ephemeral range so that an outgoing connection never holds it.
+ */
+export const DEFAULT_POOL_PORT = 7400;
+export const MDNS_SERVICE_TAG = '_imnode._udp.local';
+const USER_TOPIC_PREFIX = 'imnode/t/';
+const SERVER_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+export class PoolConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'PoolConfigError';
+  }
+}
+
+export interface Libp2pPoolOptions {
+  /** The node's data directory; the peer key lives in <dataDir>/pool/peer.key. */
+  dataDir: string;
+  /** XMPP domain: part of the pool key, so pools of different domains never mix. */
+  domain: string;
+  /** Pool password; empty or absent: the key derives from the domain alone (open LAN pool). */
+  password?: string;
+  /** Unique id of this node in the pool. Default: the host name. */
+  serverId?: string;
+  /** Listen multiaddrs. Default /ip4/0.0.0.0/tcp/<port>. */
+  listen?: string[];
+  /** Used when listen is not given. Default DEFAULT_POOL_PORT. */
+  port?: number;
+  /** Discover the other nodes of the subnet with mDNS. */
+  autodiscover?: boolean;
+  /** Static peers (multiaddrs, with or without /p2p/<peer id>), dialled and redialled. */
+  peers?: string[];
+  /** A killed or unreachable member is 'failed' within this time. Default 3000 ms. */
+  failureTimeoutMs?: number;
+  /** Membership heartbeat period. Default failureTimeout / 6. */
+  heartbeatMs?: number;
+  /** mDNS query period. Default 5000 ms. */
+  mdnsIntervalMs?: number;
+  /** Default timeout of request(). Default 10 s. */
+  requestTimeoutMs?: number;
+  /** Largest point-to-point payload. Default 16 MiB. */
+  maxMessageBytes?: number;
+  log: Logger;
+  /** The node's key, if already loaded (loadOrCreatePeerKey); otherwise start() loads or creates it in dataDir. */
+  privateKey?: PrivateKey;
+  /** Told when a peer is refused or refuses us (duplicate server id). */
+  onRefused?: (info: RefusalInfo) => void;
+}
+
+interface Services extends Record<string, unknown> {
+  identify: Identify;
+  ping: Ping;
+  pubsub: GossipSub;
+  mdns?: PeerDiscovery;
+}
+
+function isLoopback(ma: Multiaddr | string): boolean {
+  const s = ma.toString();
+  return s.startsWith('/ip4/127.') || s.startsWith('/ip6/::1/');
+}
+
+/** Loopback addresses are announced only by a node that has nothing else (one-host tests). */
+function announceFilter(addrs: Multiaddr[]): Multiaddr[] {
+  const others = addrs.filter((a) => !isLoopback(a));
+  return others.length ? others : addrs;
+}
+
+function withPeer(ma: Multiaddr, peer: string): Multiaddr {
+  return ma.getComponents().some((c) => c.name === 'p2p') ? ma : ma.encapsulate(`/p2p/${peer}`);
+}
+
+export class Libp2pPool implements Pool {
+  readonly serverId: string;
+  private readonly opts: Libp2pPoolOptions;
+  private readonly log: Logger;
+  private node: Libp2p<Services> | undefined;
+  private p2p: PeerMessaging | undefined;
+  private membership: Membership | undefined;
+  private readonly earlyHandlers = new Map<string, PeerHandler>();
+  private readonly topicHandlers = new Map<string, Set<(data: Uint8Array, fromPeer: string) => void>>();
+  private readonly listeners = new Map<MembershipEvent, Set<(m: MemberInfo) => void>>();
+  private pubsubReady = false;
+  private readonly dialing = new Map<string, number>();
+  /** Discovered peers we could not connect to and said so. */
+  private readonly noted = new Set<string>();
+  private readonly staticPeers = new Map<string, { peer?: string; nextAt: number; backoffMs: number; busy: boolean }>();
+  private staticTimer: NodeJS.Timeout | undefined;
+  private state: 'new' | 'starting' | 'started' | 'stopping' | 'stopped' = 'new';
+  private pendingLoad = 0;
+  private myPeerId = '';
+
+  constructor(opts: Libp2pPoolOptions) {
+    this.opts = opts;
+    this.log = opts.log;
+    this.serverId = opts.serverId ?? hostname();
+    if (!SERVER_ID_RE.test(this.serverId)) {
+      throw new PoolConfigError(`server id '${this.serverId}' is not valid: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit`);
+    }
+    for (const p of opts.peers ?? []) {
+      try {
+        multiaddr(p);
+      } catch {
+        throw new PoolConfigError(`--peer ${p}: not a multiaddr (e.g. /ip4/10.0.0.2/tcp/${DEFAULT_POOL_PORT})`);
+      }
+    }
+    for (const l of opts.listen ?? []) {
+      try {
+        multiaddr(l);
+      } catch {
+        throw new PoolConfigError(`--pool-listen ${l}: not a multiaddr (e.g. /ip4/0.0.0.0/tcp/${DEFAULT_POOL_PORT})`);
+      }
+    }
+    if (opts.privateKey) this.myPeerId = peerIdFromPrivateKey(opts.privateKey).toString();
+  }
+
+  /** Known from construction when a privateKey is passed (see loadOrCreatePeerKey), else once start() has loaded it. */
+  get peerId(): string {
+    if (!this.myPeerId) throw new Error('the pool peer id is known once start() has loaded the peer key');
+    return this.myPeerId;
+  }
+
+  async start(): Promise<void> {
+    if (this.state !== 'new') throw new Error(`the pool cannot start: it is ${this.state}`);
+    this.state = 'starting';
+    try {
+      await this.doStart();
+    } catch (e) {
+      this.state = 'stopped';
+      throw e;
+    }
+  }
+
+  private async doStart(): Promise<void> {
+    const o = this.opts;
+    const privateKey = o.privateKey ?? await loadOrCreatePeerKey(o.dataDir, this.log);
+    const t0 = Date.now();
+    const psk = await poolPsk(o.domain, o.password);
+    this.log.debug(`pool key derived in ${Date.now() - t0} ms`);
+    if (!o.password) {
+      this.log.warn(`NO POOL PASSWORD: the pool key derives from the domain '${o.domain}' alone, so anyone who can reach this node ` +
+        `can join the pool and read its traffic. Set --pool-password on every node outside a trusted LAN.`);
+    }
+    const listen = o.listen?.length ? o.listen : [`/ip4/0.0.0.0/tcp/${o.port ?? DEFAULT_POOL_PORT}`];
+
+    // The gater consults membership, which exists only once the node does: hence the indirection.
+    const refused = (p: PeerId): boolean => this.membership?.isRefused(p.toString()) ?? false;
+    const node = await createLibp2p<Services>({
+      start: false,
+      privateKey,
+      addresses: { listen, announceFilter },
+      transports: [tcp()],
+      connectionEncrypters: [noise()],
+      streamMuxers: [yamux()],
+      connectionProtector: preSharedKey({ psk }),
+      connectionGater: {
+        denyDialPeer: refused,
+        denyInboundEncryptedConnection: refused,
+        denyOutboundEncryptedConnection: refused,
+      },
+      connectionManager: { dialTimeout: 5000, maxConnections: 1024 },
+      // Membership pings the members itself, on its own schedule.
+      connectionMonitor: { enabled: false },
+      nodeInfo: { name: 'imnode', version: '0.1.0' },
+      services: {
+        identify: identify(),
+        ping: ping(),
+        pubsub: gossipsub({
+          allowPublishToZeroTopicPeers: true,
+          emitSelf: false,
+          fallbackToFloodsub: false,
+          runOnLimitedConnection: true,
+          heartbeatInterval: 700,
+        }),
+        ...(o.autodiscover ? { mdns: mdns({ interval: o.mdnsIntervalMs ?? 5000, serviceTag: MDNS_SERVICE_TAG }) } : {}),
+      },
+    });
+    this.node = node;
+    this.myPeerId = node.peerId.toString();
+
+    this.p2p = new PeerMessaging({
+      host: node,
+      log: this.log.child('p2p'),
+      requestTimeoutMs: o.requestTimeoutMs,
+      maxFrameBytes: o.maxMessageBytes,
+      reserved: [MEMBERSHIP_PROTOCOL],
+    });
+    for (const [name, h] of this.earlyHandlers) this.p2p.handle(name, h);
+    this.earlyHandlers.clear();
+
+    this.membership = new Membership({
+      serverId: this.serverId,
+      peerId: this.myPeerId,
+      transport: this.transport(node, this.p2p),
+      log: this.log.child('membership'),
+      failureTimeoutMs: o.failureTimeoutMs,
+      heartbeatMs: o.heartbeatMs,
+      onRefused: o.onRefused,
+    });
+    this.membership.setLoad(this.pendingLoad);
+    for (const ev of ['joined', 'left', 'suspected', 'failed', 'updated'] as const) {
+      this.membership.on(ev, (m) => {
+        for (const fn of [...(this.listeners.get(ev) ?? [])]) {
+          try {
+            fn(m);
+          } catch (e) {
+            this.log.error(`pool '${ev}' listener failed:`, e);
+          }
+        }
+      });
+    }
+
+    node.addEventListener('peer:discovery', (evt) => this.onDiscovered(evt.detail));
+    // 'peer:discovery' fires only for peers new to the peer store; mDNS answers for a
+    // known peer (one that failed and came back) arrive only here.
+    node.services.mdns?.addEventListener('peer', (evt) => this.onDiscovered(evt.detail));
+    node.addEventListener('peer:connect', (evt) => this.membership?.onConnect(evt.detail.toString()));
+    node.addEventListener('peer:disconnect', (evt) => this.membership?.onDisconnect(evt.detail.toString()));
+    node.services.pubsub.addEventListener('message', (evt) => {
+      const msg = evt.detail;
+      if (msg.type !== 'signed') return;
+      const from = msg.from.toString();
+      if (this.membership?.isRefused(from)) return;
+      const set = this.topicHandlers.get(msg.topic);
+      if (!set) return;
+      for (const fn of [...set]) {
+        try {
+          fn(msg.data, from);
+        } catch (e) {
+          this.log.error(`handler of topic ${msg.topic} failed:`, e);
+        }
+      }
+    });
+
+    try {
+      await node.start();
+      // Topics subscribed before start (modules wire themselves up before the pool runs).
+      for (const topic of this.topicHandlers.keys()) node.services.pubsub.subscribe(topic);
+      this.pubsubReady = true;
+      await this.p2p.start();
+    } catch (e) {
+      await Promise.resolve(node.stop()).catch(() => {});
+      const err = e as Error;
+      if (err.name === 'UnsupportedListenAddressesError') {
+        // libp2p's message spans lines with a stack; keep the cause only.
+        const cause = /(E[A-Z]+)[^\n]*/.exec(err.message)?.[0] ?? err.message.split('\n')[0];
+        throw new PoolConfigError(`cannot listen for pool traffic on ${listen.join(' ')}: ${cause}`);
+      }
+      throw e;
+    }
+    this.state = 'started';
+    this.membership.start();
+    for (const p of o.peers ?? []) this.staticPeers.set(p, { nextAt: 0, backoffMs: 0, busy: false });
+    if (this.staticPeers.size) {
+      this.dialStaticPeers();
+      this.staticTimer = setInterval(() => this.dialStaticPeers(), 1000);
+    }
+    this.log.info(`pool node ${this.serverId} (${this.myPeerId}) listening on ${node.getMultiaddrs().map(String).join(' ') || listen.join(' ')}` +
+      `${o.autodiscover ? ', mDNS discovery on' : ''}${this.staticPeers.size ? `, ${this.staticPeers.size} static peer(s)` : ''}`);
+  }
+
+  async stop(): Promise<void> {
+    if (this.state === 'new') {
+      this.state = 'stopped';
+      return;
+    }
+    if (this.state !== 'started' && this.state !== 'starting') return;
+    this.state = 'stopping';
+    clearInterval(this.staticTimer);
+    await this.membership?.leave();
+    await this.p2p?.stop();
+    this.pubsubReady = false;
+    await this.node?.stop();
+    this.state = 'stopped';
+    this.log.info('pool node stopped');
+  }
+
+  members(): MemberInfo[] {
+    if (!this.membership) return [];
+    return this.membership.members();
+  }
+
+  member(peerId: string): MemberInfo | undefined {
+    return this.membership?.member(peerId);
+  }
+
+  /** May be called before start(). */
+  on(event: MembershipEvent, fn: (m: MemberInfo) => void): () => void {
+    let set = this.listeners.get(event);
+    if (!set) this.listeners.set(event, (set = new Set()));
+    set.add(fn);
+    return () => set.delete(fn);
+  }
+
+  setLoad(sessions: number): void {
+    this.pendingLoad = sessions;
+    this.membership?.setLoad(sessions);
+  }
+
+  async publish(topic: string, data: Uint8Array): Promise<void> {
+    await this.started().services.pubsub.publish(USER_TOPIC_PREFIX + topic, data);
+  }
+
+  /** May be called before start(). */
+  subscribe(topic: string, handler: (data: Uint8Array, fromPeer: string) => void): () => void {
+    return this.subscribeRaw(USER_TOPIC_PREFIX + topic, handler);
+  }
+
+  async send(peerId: string, protocol: string, data: Uint8Array): Promise<void> {
+    const refusal = this.unreachable(peerId);
+    if (refusal) throw refusal;
+    // Not awaited before the call returns: the write is queued now, which keeps the order of calls.
+    return this.p2pStarted().send(peerId, protocol, data);
+  }
+
+  async request(peerId: string, protocol: string, data: Uint8Array, timeoutMs?: number): Promise<Uint8Array> {
+    const refusal = this.unreachable(peerId);
+    if (refusal) throw refusal;
+    return this.p2pStarted().request(peerId, protocol, data, timeoutMs);
+  }
+
+  /** May be called before start(). */
+  handle(protocol: string, handler: PeerHandler): void {
+    if (protocol === MEMBERSHIP_PROTOCOL) throw new Error(`pool protocol name '${protocol}' is reserved`);
+    checkProtocolName(protocol);
+    if (this.p2p) this.p2p.handle(protocol, handler);
+    else {
+      if (this.earlyHandlers.has(protocol)) throw new Error(`pool protocol '${protocol}' already has a handler`);
+      this.earlyHandlers.set(protocol, handler);
+    }
+  }
+
+  // ---- internals -------------------------------------------------------------------
+
+  private started(): Libp2p<Services> {
+    if (!this.node || this.state !== 'started') throw new Error('the pool is not started');
+    return this.node;
+  }
+
+  private p2pStarted(): PeerMessaging {
+    this.started();
+    return this.p2p!;
+  }
+
+  /** A member known to be gone is not worth a dial and a timeout. */
+  private unreachable(peerId: string): Error | undefined {
+    if (this.membership?.isRefused(peerId)) return new PeerUnreachableError(peerId, 'refused (duplicate server id)');
+    const m = this.membership?.member(peerId);
+    if (m && (m.state === 'failed' || m.state === 'left')) return new PeerUnreachableError(peerId, `member ${m.serverId} is ${m.state}`);
+    return undefined;
+  }
+
+  private subscribeRaw(topic: string, handler: (data: Uint8Array, fromPeer: string) => void): () => void {
+    let set = this.topicHandlers.get(topic);
+    if (!set) {
+      this.topicHandlers.set(topic, (set = new Set()));
+      if (this.pubsubReady) this.node!.services.pubsub.subscribe(topic);
+    }
+    set.add(handler);
+    return () => {
+      const s = this.topicHandlers.get(topic);
+      if (!s?.delete(handler) || s.size) return;
+      this.topicHandlers.delete(topic);
+      if (this.pubsubReady && this.state === 'started') this.node!.services.pubsub.unsubscribe(topic);
+    };
+  }
+
+  private transport(node: Libp2p<Services>, p2p: PeerMessaging): MembershipTransport {
+    return {
+      addresses: () => node.getMultiaddrs().map(String),
+      publish: async (topic, data) => {
+        await node.services.pubsub.publish(topic, data);
+      },
+      subscribe: (topic, handler) => this.subscribeRaw(topic, handler),
+      handle: (name, handler) => p2p.handleInternal(name, handler),
+      request: (peer, name, data, timeoutMs) => p2p.request(peer, name, data, timeoutMs),
+      ping: async (peer, timeoutMs) => {
+        await node.services.ping.ping(peerIdFromString(peer), { signal: AbortSignal.timeout(timeoutMs) });
+      },
+      dial: async (peer, addresses, timeoutMs) => {
+        const signal = AbortSignal.timeout(timeoutMs);
+        const id = peerIdFromString(peer);
+        if (node.getConnections(id).length) return;
+        const addrs: Multiaddr[] = [];
+        for (const a of addresses) {
+          try {
+            addrs.push(withPeer(multiaddr(a), peer));
+          } catch { /* a member announced garbage; skip it */ }
+        }
+        await node.dial(addrs.length ? addrs : id, { signal });
+      },
+      isConnected: (peer) => node.getConnections(peerIdFromString(peer)).length > 0,
+      disconnect: (peer) => {
+        for (const c of node.getConnections(peerIdFromString(peer))) c.abort(new Error('dropped by pool membership'));
+      },
+      forgetPeer: (peer, why) => p2p.closePeer(peer, why),
+    };
+  }
+
+  /** Dials a peer found by discovery, unless connected, refused, or tried a moment ago. */
+  private onDiscovered(info: PeerInfo): void {
+    const node = this.node;
+    if (!node || this.state !== 'started') return;
+    const peer = info.id.toString();
+    if (peer === this.myPeerId || this.membership?.isRefused(peer)) return;
+    if (node.getConnections(info.id).length) return;
+    const m = this.membership?.member(peer);
+    if (m?.state === 'failed') {
+      this.membership!.onSighting(peer);
+      return;
+    }
+    if (m?.state === 'left') return; // gone on purpose; its next run will have a new start time and hello us
+    const now = Date.now();
+    if ((this.dialing.get(peer) ?? 0) > now) return;
+    this.dialing.set(peer, now + 2000);
+    const addrs = announceFilter(info.multiaddrs).map((a) => withPeer(a, peer));
+    node.dial(addrs.length ? addrs : info.id, { signal: AbortSignal.timeout(5000) }).then(
+      () => this.log.debug(`connected to discovered peer ${peer}`),
+      // Another pool (other password or domain) on the same subnet ends here, every time: say it once.
+      (e: Error) => {
+        const first = !this.noted.has(peer);
+        if (first && this.noted.size < 1000) this.noted.add(peer);
+        this.log[first ? 'info' : 'debug'](`cannot connect to discovered peer ${peer} (another pool with another password or domain, or unreachable): ${e.message}`);
+      },
+    );
+    for (const [p, until] of this.dialing) if (until <= now) this.dialing.delete(p);
+  }
+
+  private dialStaticPeers(): void {
+    const node = this.node;
+    if (!node || this.state !== 'started') return;
+    const now = Date.now();
+    for (const [addr, s] of this.staticPeers) {
+      if (s.busy || s.nextAt > now) continue;
+      if (s.peer && (node.getConnections(peerIdFromString(s.peer)).length || this.membership?.isRefused(s.peer))) continue;
+      s.busy = true;
+      node.dial(multiaddr(addr), { signal: AbortSignal.timeout(5000) }).then(
+        (conn) => {
+          s.peer = conn.remotePeer.toString();
+          s.backoffMs = 0;
+          s.nextAt = 0;
+        },
+        (e: Error) => {
+          s.backoffMs = Math.min(10_000, Math.max(1000, s.backoffMs * 2));
+          s.nextAt = Date.now() + s.backoffMs;
+          this.log.debug(`static peer ${addr} not reachable: ${e.message}; next try in ${s.backoffMs} ms`);
+        },
+      ).finally(() => {
+        s.busy = false;
+      });
+    }
+  }
+}
