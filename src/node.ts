@@ -18,7 +18,12 @@ import { SCRAM_SHA_1, SCRAM_SHA_256 } from './c2s/sasl/scram.ts';
 import { PLAIN } from './c2s/sasl/plain.ts';
 import { loadTlsMaterial, secureContextOptions } from './c2s/tls.ts';
 import type { Logger } from './admin/log.ts';
-import type { Config } from './admin/options.ts';
+import { getBool, getList, type Config } from './admin/options.ts';
+import { Libp2pPool } from './pool/libp2p-pool.ts';
+import { poolOptionsFromConfig } from './pool/options.ts';
+import { HLC } from './pool/hlc.ts';
+import { PoolRouting, conflictError } from './router/pool-routing.ts';
+import type { Session } from './c2s/session.ts';
 
 export interface RunningNode {
   readonly domain: string;
@@ -27,7 +32,15 @@ export interface RunningNode {
   readonly directory: UserDirectory;
   readonly c2s: C2SServer;
   readonly ports: { c2s: number; tls: number };
+  /** The pool, when this node is a member of one. */
+  readonly pool: Libp2pPool | null;
+  readonly poolRouting: PoolRouting | null;
   stop(reason?: string): Promise<void>;
+}
+
+/** A node is a pool member when it is told how to find the others. */
+export function poolEnabled(config: Config): boolean {
+  return getBool(config, 'autodiscover') || getList(config, 'peer').length > 0 || getList(config, 'pool-listen').length > 0;
 }
 
 export async function startNode(config: Config, log: Logger, opts: { modules?: Module[] } = {}): Promise<RunningNode> {
@@ -44,6 +57,13 @@ export async function startNode(config: Config, log: Logger, opts: { modules?: M
   });
   if (material.selfSigned) log.info(`using the self-signed certificate in ${material.certPath}`);
   const secret = await serverSecret(dataDir);
+
+  let pool: Libp2pPool | null = null;
+  if (poolEnabled(config)) {
+    pool = new Libp2pPool(await poolOptionsFromConfig(config, log.child('pool')));
+    await pool.start();
+    log.info(`pool member ${pool.serverId} (${pool.peerId})`);
+  }
 
   const router = new Router({ domain, log: log.child('router') });
   const info = new ServerInfo();
@@ -74,18 +94,28 @@ export async function startNode(config: Config, log: Logger, opts: { modules?: M
       verifyPassword: (u, p) => directory.verifyPassword(u, p),
     },
   });
+  let poolRouting: PoolRouting | null = null;
+  if (pool) {
+    poolRouting = new PoolRouting({
+      router, pool, store, log: log.child('pool-routing'), clock: new HLC(pool.serverId),
+      onConflict: (session: Session) => void c2s.kick(session, conflictError()),
+    });
+    await poolRouting.start();
+  }
   await c2s.start();
   log.info(`ready: domain ${domain}, c2s port ${c2s.ports.c2s}${c2s.ports.tls ? `, direct TLS port ${c2s.ports.tls}` : ''}, data in ${dataDir}`);
 
   let stopped: Promise<void> | null = null;
   return {
-    domain, router, store, directory, c2s,
+    domain, router, store, directory, c2s, pool, poolRouting,
     ports: c2s.ports,
     stop(reason = 'shutdown') {
       stopped ??= (async () => {
         log.info(`stopping (${reason})`);
         await c2s.stop();
+        await poolRouting?.stop();
         await modules.stop();
+        await pool?.stop();
         await store.close();
         log.info('stopped');
       })();

@@ -90,6 +90,7 @@ export class C2SServer {
   }
 
   bindSession(session: Session): void {
+    session.onUpdate = (s) => void this.hooks.emit('session-updated', s);
     const old = this.router.addSession(session) as Session | undefined;
     if (old) {
       // RFC 6120 §7.7.2.2: the newest session wins.
@@ -97,6 +98,13 @@ export class C2SServer {
       if (old.connection) old.connection.close(new StreamError('conflict', 'replaced by a new session with the same resource'));
       void this.endSession(old, 'conflict', true);
     }
+  }
+
+  /** Ends a local session with a stream error (a newer binding elsewhere in the pool, account removal). */
+  async kick(session: Session, err: StreamError): Promise<void> {
+    session.sm.resumable = false;
+    if (session.connection) session.connection.close(err);
+    await this.endSession(session, err.condition);
   }
 
   hibernate(session: Session): void {
@@ -149,8 +157,9 @@ export class C2SServer {
   /** Stops accepting, ends every stream with system-shutdown, ends sessions. */
   async stop(): Promise<void> {
     this.#stopping = true;
-    await Promise.all(this.#servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
-    const sessions = [...this.router.allSessions()] as Session[];
+    // server.close() calls back only once every connection is gone: await it last.
+    const listenersClosed = Promise.all(this.#servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+    const sessions = [...this.router.localSessions()] as Session[];
     for (const c of this.connections) {
       if (c.session) c.session.sm.resumable = false;
       c.close(new StreamError('system-shutdown', 'the server is shutting down'));
@@ -161,6 +170,7 @@ export class C2SServer {
     const deadline = Date.now() + 1000;
     while (this.connections.size && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     for (const c of this.connections) c.destroy();
+    await listenersClosed;
   }
 
   newSecret(): Buffer {

@@ -18,13 +18,16 @@ export class Session implements Routable {
   readonly jid: JID;
   readonly username: string;
   connection: Connection | null;
-  /** Last available presence broadcast by this resource; null while unavailable. */
-  presence: Element | null = null;
-  priority: number | null = null;
-  /** RFC 6121 §2.1.6: a resource that asked for the roster gets pushes and is "interested". */
-  interested = false;
-  /** XEP-0280. */
-  carbons = false;
+  #presence: Element | null = null;
+  #priority: number | null = null;
+  #interested = false;
+  #carbons = false;
+  #updateScheduled = false;
+  /**
+   * Told (once per tick) when a field that other nodes see through Routable
+   * changes, so the pool can republish the route. Set by the c2s server.
+   */
+  onUpdate: ((s: Session) => void) | null = null;
   /** Anything a module keeps per session. */
   readonly data = new Map<string, unknown>();
   readonly sm = new SmState();
@@ -37,6 +40,30 @@ export class Session implements Routable {
     this.jid = jid;
     this.username = jid.local;
     this.connection = connection;
+  }
+
+  /** Last available presence broadcast by this resource; null while unavailable. */
+  get presence(): Element | null { return this.#presence; }
+  set presence(p: Element | null) { this.#presence = p; this.#changed(); }
+
+  get priority(): number | null { return this.#priority; }
+  set priority(p: number | null) { this.#priority = p; this.#changed(); }
+
+  /** RFC 6121 §2.1.6: a resource that asked for the roster gets pushes and is "interested". */
+  get interested(): boolean { return this.#interested; }
+  set interested(v: boolean) { if (v !== this.#interested) { this.#interested = v; this.#changed(); } }
+
+  /** XEP-0280. */
+  get carbons(): boolean { return this.#carbons; }
+  set carbons(v: boolean) { if (v !== this.#carbons) { this.#carbons = v; this.#changed(); } }
+
+  #changed(): void {
+    if (this.#updateScheduled || !this.onUpdate) return;
+    this.#updateScheduled = true;
+    queueMicrotask(() => {
+      this.#updateScheduled = false;
+      if (!this.closed) this.onUpdate?.(this);
+    });
   }
 
   /** Available for delivery: has sent initial presence and not gone unavailable. */

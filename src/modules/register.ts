@@ -188,7 +188,7 @@ async function removeAccount(m: ModuleContext, origin: Session, request: Element
   // reach sessions only through Routable, which cannot end one, so this goes through
   // the c2s server that owns the requesting connection.
   const c2s = origin.connection?.server;
-  for (const r of m.router.sessionsOf(origin.jid.bare)) {
+  for (const r of m.router.localSessionsOf(origin.jid.bare)) {
     const s = r as Session;
     s.sm.resumable = false;
     s.connection?.close(new StreamError('not-authorized', 'the account was removed'));

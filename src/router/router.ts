@@ -28,6 +28,12 @@ export interface Routable {
   send(stanza: Element): void;
 }
 
+/** Sessions on other nodes of the pool (src/router/pool-routing.ts provides them). */
+export interface RemoteSessions {
+  sessionsOf(bare: string): Routable[];
+  get(full: string): Routable | undefined;
+}
+
 export type Scope = 'host' | 'bare' | 'full';
 
 export interface StanzaEvent<S extends Routable = Routable> {
@@ -47,6 +53,8 @@ export class Router {
   readonly log: Logger;
   /** Local sessions by bare JID, then resource. */
   readonly #sessions = new Map<string, Map<string, Routable>>();
+  /** Sessions on other nodes; null on a single node. */
+  remote: RemoteSessions | null = null;
 
   constructor(opts: { domain: string; log: Logger }) {
     this.domain = opts.domain;
@@ -72,12 +80,25 @@ export class Router {
     if (m.size === 0) this.#sessions.delete(bare);
   }
 
+  /** The session of a full JID, on this node or another one of the pool. */
   getSession(full: JID): Routable | undefined {
+    return this.getLocalSession(full) ?? this.remote?.get(full.toString());
+  }
+
+  getLocalSession(full: JID): Routable | undefined {
     return this.#sessions.get(full.toBareString())?.get(full.resource);
   }
 
-  /** All local resources of an account (bound, available or not). */
+  /** All resources of an account (bound, available or not), on every node. */
   sessionsOf(bare: JID | string): Routable[] {
+    const key = typeof bare === 'string' ? bare : bare.toBareString();
+    const local = this.localSessionsOf(key);
+    const remote = this.remote?.sessionsOf(key);
+    return remote && remote.length ? local.concat(remote) : local;
+  }
+
+  /** The account's resources connected to this node. */
+  localSessionsOf(bare: JID | string): Routable[] {
     const m = this.#sessions.get(typeof bare === 'string' ? bare : bare.toBareString());
     return m ? [...m.values()] : [];
   }
@@ -87,13 +108,15 @@ export class Router {
     return this.sessionsOf(bare).filter((s) => s.priority !== null);
   }
 
+  /** Sessions on this node. */
   get sessionCount(): number {
     let n = 0;
     for (const m of this.#sessions.values()) n += m.size;
     return n;
   }
 
-  *allSessions(): Iterable<Routable> {
+  /** Every session on this node. */
+  *localSessions(): Iterable<Routable> {
     for (const m of this.#sessions.values()) yield* m.values();
   }
 
