@@ -1,7 +1,7 @@
 // Starts real imnode processes for end-to-end tests: ephemeral ports, a temp
 // data dir, the process ended by PID when the test is done (or fails).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, readFileSync, writeFileSync, cpSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tls from 'node:tls';
@@ -59,11 +59,40 @@ export interface StartOptions {
   env?: NodeJS.ProcessEnv;
   /** Accounts created with `imnode user add` before the server starts (the data dir is locked while it runs). */
   users?: Record<string, string>;
+  /** A data dir to copy into the new one first (see prepareTemplate): accounts and certificate without the wait. */
+  template?: string;
+}
+
+const templates = new Map<string, Promise<string>>();
+
+/**
+ * A data dir with these accounts and a TLS certificate, made once per test
+ * process; startServer({ template }) copies it, which is much faster than
+ * `imnode user add` per account and server, and every server started from it
+ * has the same certificate. Removed when the process exits.
+ */
+export function prepareTemplate(users: Record<string, string>, domain = 'localhost'): Promise<string> {
+  const key = JSON.stringify([domain, users]);
+  let p = templates.get(key);
+  if (!p) {
+    p = (async () => {
+      const dir = tempDir('imnode-template-');
+      for (const [name, pw] of Object.entries(users)) await addUser(dir, domain, name, pw);
+      // One start generates the self-signed certificate.
+      const s = await startServer({ dataDir: dir, domain });
+      await s.stop();
+      process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+      return dir;
+    })();
+    templates.set(key, p);
+  }
+  return p;
 }
 
 export async function startServer(opts: StartOptions = {}): Promise<TestServer> {
   const dataDir = opts.dataDir ?? tempDir();
   const domain = opts.domain ?? 'localhost';
+  if (opts.template) cpSync(opts.template, dataDir, { recursive: true });
   for (const [name, pw] of Object.entries(opts.users ?? {})) await addUser(dataDir, domain, name, pw);
   const args = [BIN, '--domain', domain, '--data-dir', dataDir, '--bind', '127.0.0.1', '--c2s-port', '0', '--c2s-tls-port', '0',
     '--auth-fail-delay', '50ms', '--log-level', 'debug', ...(opts.args ?? [])];

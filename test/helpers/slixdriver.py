@@ -8,6 +8,22 @@
 # so that tests can wait either for a protocol fact or for what slixmpp made
 # of it.
 #
+# Commands ("op"): connect {jid, password, host, port, direct_tls, mechanism
+# (SCRAM-SHA-256 | SCRAM-SHA-1 | PLAIN | null), cafile, tls_name (default: the
+# JID's domain), plugins [...], auto_authorize, auto_subscribe, no_tls};
+# send_raw {xml}; message {to, body, type, msg_id}; presence {to, type, show,
+# status, priority}; subscribe / subscribed / unsubscribe / unsubscribed / probe
+# {to}; roster_get; roster_set {jid, name, groups, subscription}; roster_remove
+# {jid}; iq {xml} (answered with the response IQ, error or not);
+# enable_carbons / disable_carbons (plugin xep_0280); request_ack / sm_state
+# (plugin xep_0198); disconnect (closes the stream); abort (drops the TCP
+# connection); reconnect (after abort: resumes if xep_0198 can); exit.
+# Events ("ev"): ready, connected, connection_failed, auth_success {mechanism},
+# session_start {jid, tls, mechanism}, failed_auth {condition}, failed_all_auth,
+# stream_error {condition, text}, disconnected, stanza, message, presence,
+# roster_update {items}, carbon_received, carbon_sent, sm_enabled,
+# session_resumed, sm_failed; result / error answer commands.
+#
 # Run with the Debian interpreter (/usr/bin/python3), which has python3-slixmpp.
 import asyncio
 import json
@@ -66,9 +82,9 @@ class Driver:
         tls_name = cmd.get('tls_name') or jid.domain
         c = Client(cmd['jid'], cmd['password'], (host, port), tls_name, cmd.get('mechanism'))
         self.client = c
-        # slixmpp answers subscription requests by itself unless told not to;
-        # the tests drive the handshake explicitly.
-        c.auto_authorize = cmd.get('auto_authorize', False)
+        # slixmpp answers subscription requests by itself (True: approve, False:
+        # deny) unless this is None; by default the tests drive the handshake.
+        c.auto_authorize = cmd.get('auto_authorize', None)
         c.auto_subscribe = cmd.get('auto_subscribe', False)
         if cmd.get('cafile'):
             c.ca_certs = cmd['cafile']
@@ -100,7 +116,9 @@ class Driver:
 
         on('connected', lambda _e: emit('connected'))
         on('connection_failed', lambda e: emit('connection_failed', error=str(e)))
-        on('session_start', lambda _e: emit('session_start', jid=str(c.boundjid)))
+        on('session_start', lambda _e: emit('session_start', jid=str(c.boundjid), tls=self.tls_version(),
+                                             mechanism=self.mechanism()))
+        on('auth_success', lambda _s: emit('auth_success', mechanism=self.mechanism()))
         on('session_resumed', lambda s: emit('session_resumed', xml=xml_of(s)))
         on('sm_enabled', lambda s: emit('sm_enabled', xml=xml_of(s)))
         on('sm_failed', lambda s: emit('sm_failed', xml=xml_of(s)))
@@ -115,6 +133,15 @@ class Driver:
         on('roster_update', lambda iq: emit('roster_update', xml=xml_of(iq), items=roster_items(iq)))
         on('carbon_received', lambda m: emit('carbon_received', xml=xml_of(m)))
         on('carbon_sent', lambda m: emit('carbon_sent', xml=xml_of(m)))
+
+    def tls_version(self):
+        t = self.client.transport if self.client else None
+        ssl_object = t.get_extra_info('ssl_object') if t is not None else None
+        return ssl_object.version() if ssl_object is not None else None
+
+    def mechanism(self):
+        mech = self.client['feature_mechanisms'].mech if self.client else None
+        return mech.name if mech is not None else None
 
     def need(self):
         if self.client is None:
