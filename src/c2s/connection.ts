@@ -9,7 +9,7 @@ import { Element, x, escapeAttr } from '../xmpp/element.ts';
 import { NS } from '../xmpp/ns.ts';
 import { StreamError, StanzaError } from '../xmpp/errors.ts';
 import { StreamParser } from '../xmpp/parser.ts';
-import { JID, prepDomain, prepResource, InvalidJIDError } from '../xmpp/jid.ts';
+import { JID, prepDomain, prepResource, tryParseJID, InvalidJIDError } from '../xmpp/jid.ts';
 import { decodeSaslPayload, type SaslSession, type SaslStep } from './sasl/mechanism.ts';
 import { Session } from './session.ts';
 import type { C2SServer } from './server.ts';
@@ -78,7 +78,7 @@ export class Connection {
   // ---- output -------------------------------------------------------------
 
   write(data: string): void {
-    if (this.state === 'closed') return;
+    if (this.state === 'closed' || this.state === 'closing') return;
     this.#out.push(data);
     if (!this.#flushScheduled) {
       this.#flushScheduled = true;
@@ -121,19 +121,24 @@ export class Connection {
   /** Ends the stream, with a stream error if given (RFC 6120 §4.4, §4.9). */
   close(err?: StreamError): void {
     if (this.state === 'closing' || this.state === 'closed') return;
+    // The server ends this stream for good: nothing to resume.
+    this.#cleanClose = true;
     if (err) {
-      this.#cleanClose = err.condition !== 'system-shutdown' || !this.session?.sm.resumable;
       this.#sendHeader();
       this.write(err.toElement().toString());
       if (err.condition !== 'see-other-host') this.log.debug(`stream error to ${this.remoteAddress}: ${err.condition}${err.text ? ' (' + err.text + ')' : ''}`);
     }
-    this.state = 'closing';
     this.write('</stream:stream>');
+    this.state = 'closing';
     this.#flush();
     this.socket.end();
     // A peer that never closes its side must not keep the socket forever.
     this.#closeTimer = setTimeout(() => this.socket.destroy(), 2000);
     this.#closeTimer.unref();
+    // Out of routing now, not when the socket finally closes: what arrives for
+    // the session meanwhile must go to another resource or offline, not into a
+    // closed stream.
+    this.#detachSession();
   }
 
   /** Drops the socket without a closing handshake (tests, replaced connections on resume). */
@@ -144,17 +149,18 @@ export class Connection {
   #onSocketClose(socket: net.Socket): void {
     if (socket !== this.socket) return; // the plain socket under a TLS one
     if (this.#closeTimer) clearTimeout(this.#closeTimer);
-    const wasClosing = this.state === 'closing';
     this.state = 'closed';
     this.server.connections.delete(this);
+    this.#detachSession();
+  }
+
+  /** The session loses this connection: it waits for resumption (XEP-0198) or ends. */
+  #detachSession(): void {
     const session = this.session;
     if (!session || session.connection !== this) return;
     session.connection = null;
-    if (session.sm.resumable && !this.#cleanClose && !(wasClosing && this.#cleanClose)) {
-      this.server.hibernate(session);
-    } else {
-      void this.server.endSession(session, 'disconnected');
-    }
+    if (session.sm.resumable && !this.#cleanClose) this.server.hibernate(session);
+    else void this.server.endSession(session, 'disconnected');
   }
 
   // ---- stream header --------------------------------------------------------
@@ -476,7 +482,7 @@ export class Connection {
     if (session.sm.enabled) session.sm.countInbound();
     // RFC 6120 §8.1.2.1: the server stamps 'from'; a client may only name itself.
     const from = el.attrs.from;
-    if (from !== undefined && from !== session.jid.toString() && from !== session.jid.toBareString()) {
+    if (from !== undefined && from !== session.jid.toString() && !sameSender(from, session.jid)) {
       return this.close(new StreamError('invalid-from', 'a client may only send from its own address'));
     }
     el.attrs.from = session.jid.toString();
@@ -493,6 +499,13 @@ export class Connection {
     }
     return this.server.router.routeFromClient(el, session);
   }
+}
+
+/** The client's own full or bare JID, compared after preparation (ALICE@Example.com is alice@example.com). */
+function sameSender(from: string, jid: JID): boolean {
+  const f = tryParseJID(from);
+  if (!f || f.local !== jid.local || f.domain !== jid.domain) return false;
+  return f.resource === '' || f.resource === jid.resource;
 }
 
 function isLoopback(addr: string): boolean {

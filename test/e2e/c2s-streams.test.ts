@@ -147,6 +147,13 @@ test("'from' with the client's own bare or full JID is accepted and stamped", ()
   assert.not.ok(c.all.some((e) => e.name === 'stream:error'));
 }));
 
+test("'from' is compared after JID preparation (ALICE@LOCALHOST is alice@localhost)", () => withSession(async (c, jid) => {
+  c.send(`<message from='ALICE@LocalHost' to='${jid}' type='chat' id='own3'><body>3</body></message>`);
+  const m = await c.next((e) => e.name === 'message' && e.attrs.id === 'own3');
+  assert.is(m.attrs.from, jid);
+  assert.not.ok(c.all.some((e) => e.name === 'stream:error'));
+}));
+
 test('a non-stanza element after binding: unsupported-stanza-type', () => withSession(async (c) => {
   c.send("<query xmlns='jabber:client'/>");
   await expectStreamError(c, 'unsupported-stanza-type');
