@@ -7,6 +7,7 @@ import type { Router, StanzaEvent, Scope } from '../router/router.ts';
 import type { Handler } from '../router/hooks.ts';
 import type { Store } from '../store/db.ts';
 import type { UserDirectory } from '../store/directory.ts';
+import type { KVProvider } from '../store/kv.ts';
 import type { Logger } from '../admin/log.ts';
 import type { Session } from '../c2s/session.ts';
 import type { ServerInfo } from './server-info.ts';
@@ -20,7 +21,14 @@ export interface ModuleContext {
   readonly name: string;
   readonly domain: string;
   readonly router: Router;
+  /** The node's LevelDB: for data that stays on this node. */
   readonly store: Store;
+  /**
+   * Keyspaces for user data (rosters, vCards, blocklists, offline messages):
+   * plain LevelDB on one node, replicated to every node in a pool without
+   * LDAP. Stores of user data are built on this, never on `store`.
+   */
+  readonly kv: KVProvider;
   readonly directory: UserDirectory;
   readonly config: Config;
   readonly log: Logger;

@@ -40,8 +40,9 @@ const EMPTY: ReadonlySet<string> = new Set();
 export const blocking: Module = {
   name: 'blocking',
   load(m) {
-    const store = new BlocklistStore(m.store);
+    const store = new BlocklistStore(m.kv);
     const lists = new BlocklistCache(store);
+    m.onStop(() => lists.close());
     // Stanzas this module generates on purpose (unavailable presence to a newly
     // blocked contact, <blocked/> errors "from" the contact): the filters let them through.
     const ours = new WeakSet<Element>();
@@ -266,7 +267,9 @@ function probeBothWays(m: ModuleContext, bare: JID, item: string): void {
 /**
  * Every stanza to or from a local user is checked, so blocklists are kept in
  * memory (bounded; the least recently loaded go first). Changes to one account
- * are serialised, so the cache and the store never disagree.
+ * are serialised on this node, so the cache and the store never disagree; a
+ * change another node of the pool made drops the account's list, and a load
+ * that was running when it came is not cached.
  */
 export class BlocklistCache {
   static readonly MAX = 10_000;
@@ -274,9 +277,21 @@ export class BlocklistCache {
   readonly #lists = new Map<string, Set<string>>();
   readonly #loading = new Map<string, Promise<Set<string>>>();
   readonly #locks = new Map<string, Promise<unknown>>();
+  /** Per account, bumped by remote changes. */
+  readonly #gen = new Map<string, number>();
+  readonly #unsubscribe: () => void;
 
   constructor(store: BlocklistStore) {
     this.#store = store;
+    this.#unsubscribe = store.onRemoteChange((user) => {
+      this.#gen.set(user, (this.#gen.get(user) ?? 0) + 1);
+      this.#lists.delete(user);
+      this.#loading.delete(user);
+    });
+  }
+
+  close(): void {
+    this.#unsubscribe();
   }
 
   peek(user: string): ReadonlySet<string> | undefined {
@@ -288,17 +303,20 @@ export class BlocklistCache {
     if (hit) return Promise.resolve(hit);
     let p = this.#loading.get(user);
     if (!p) {
-      p = this.#store.list(user).then((jids) => {
+      const gen = this.#gen.get(user);
+      const loading: Promise<Set<string>> = this.#store.list(user).then((jids) => {
         const set = new Set(jids);
-        this.#loading.delete(user);
+        if (this.#loading.get(user) === loading) this.#loading.delete(user);
+        // Read before another node's change arrived: usable now, not worth keeping.
+        if (this.#gen.get(user) !== gen) return set;
         if (this.#lists.size >= BlocklistCache.MAX) this.#evict();
         this.#lists.set(user, set);
         return set;
       }, (e: unknown) => {
-        this.#loading.delete(user);
+        if (this.#loading.get(user) === loading) this.#loading.delete(user);
         throw e;
       });
-      this.#loading.set(user, p);
+      this.#loading.set(user, (p = loading));
     }
     return p;
   }

@@ -4,6 +4,7 @@ import type { Element } from '../xmpp/element.ts';
 import type { Router, Scope } from '../router/router.ts';
 import type { Store } from '../store/db.ts';
 import type { UserDirectory } from '../store/directory.ts';
+import { kvProvider, type KVProvider } from '../store/kv.ts';
 import type { Logger } from '../admin/log.ts';
 import type { Session } from '../c2s/session.ts';
 import type { StanzaEvent } from '../router/router.ts';
@@ -14,6 +15,8 @@ export interface LoaderDeps {
   domain: string;
   router: Router;
   store: Store;
+  /** User-data keyspaces (createUserData in src/store/user-data.ts). Default: plain keyspaces of `store`. */
+  kv?: KVProvider;
   directory: UserDirectory;
   config: Config;
   log: Logger;
@@ -27,8 +30,10 @@ export interface LoadedModules {
 
 export async function loadModules(modules: Module[], deps: LoaderDeps): Promise<LoadedModules> {
   const stoppers: Array<() => void | Promise<void>> = [];
+  // One provider for every module: the roster and presence modules share one RosterStore through it.
+  const kv = deps.kv ?? kvProvider(deps.store);
   for (const mod of modules) {
-    const ctx = createContext(mod.name, deps, stoppers);
+    const ctx = createContext(mod.name, deps, kv, stoppers);
     await mod.load(ctx);
   }
   return {
@@ -45,13 +50,14 @@ export async function loadModules(modules: Module[], deps: LoaderDeps): Promise<
   };
 }
 
-function createContext(name: string, deps: LoaderDeps, stoppers: Array<() => void | Promise<void>>): ModuleContext {
+function createContext(name: string, deps: LoaderDeps, kv: KVProvider, stoppers: Array<() => void | Promise<void>>): ModuleContext {
   const { router } = deps;
   return {
     name,
     domain: deps.domain,
     router,
     store: deps.store,
+    kv,
     directory: deps.directory,
     config: deps.config,
     log: deps.log.child(name),

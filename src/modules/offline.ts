@@ -8,6 +8,9 @@
 // after it is on disk: the hook awaits the fsync'ed write, and the connection
 // handles nothing else meanwhile.
 //
+// In a pool without LDAP the queue is replicated (src/store/offline.ts says
+// how a message is handed out once when two nodes drain one queue).
+//
 // Also XEP-0198 §5 hand-off: messages a resource never acknowledged when its
 // session ended for good (sm-unacked) go to the user's other resources by the
 // bare-JID rules, or here.
@@ -76,7 +79,7 @@ export function addDelay(stanza: Element, domain: string, now = new Date()): voi
 export const offline: Module = {
   name: 'offline',
   load(m) {
-    const queue = new OfflineStore(m.store);
+    const queue = new OfflineStore(m.kv);
     const limit = typeof m.config['max-offline-messages'] === 'number' ? m.config['max-offline-messages'] : 1000;
     // Resources that got their queue at initial presence: a message stored
     // while that was running would otherwise wait for the next login.
@@ -124,6 +127,16 @@ export const offline: Module = {
       if (online.length) await flush(online[0]);
       return true;
     });
+
+    // In a pool, a message another node stored may arrive here after the
+    // user's resource here got its queue (it logged in while the message was
+    // being stored): hand it over now rather than at the next login. The
+    // store's drain makes sure only one node delivers it.
+    const unsubscribe = queue.onRemoteMessage((user) => {
+      const online = mostAvailable(m.router.localSessionsOf(`${user}@${m.domain}`).filter((s) => flushed.has(s)));
+      if (online.length) void flush(online[0]).catch((e) => m.log.warn(`delivering offline messages of ${user} failed:`, e));
+    });
+    m.onStop(unsubscribe);
 
     // XEP-0160 §2, RFC 6121 §8.5.2.2: the queue goes to a resource with
     // non-negative priority, at its initial presence (fired by the presence module).

@@ -85,7 +85,7 @@ export const presence: Module = {
   name: 'presence',
   load(m) {
     const router = m.router;
-    const rosters = rosterStore(m.store);
+    const rosters = rosterStore(m.kv);
     const maxItems = maxRosterItems(m.config);
     /** §4.3.2 option (a): the last unavailable presence of users with no available resource. */
     const lastUnavailable = new Map<string, Element>();

@@ -251,7 +251,7 @@ export const roster: Module = {
   name: 'roster',
   load(m) {
     const router = m.router;
-    const rosters = rosterStore(m.store);
+    const rosters = rosterStore(m.kv);
     const maxItems = maxRosterItems(m.config);
 
     m.feature(NS.roster);

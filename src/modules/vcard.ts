@@ -24,7 +24,7 @@ declareOptions([
 export const vcard: Module = {
   name: 'vcard',
   load(m) {
-    const store = new VCardStore(m.store);
+    const store = new VCardStore(m.kv);
     const maxSize = Number(m.config['max-vcard-size'] ?? 65536);
     m.feature(NS.vcard);
     m.info.accountFeatures.add(NS.vcard);

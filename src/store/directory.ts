@@ -3,7 +3,18 @@
 // (RFC 5802 §3, RFC 7677), never the password, so that SCRAM logins work and a copy
 // of the database does not reveal passwords. An LDAP directory implements the same
 // interface in another file.
-import type { Store, Keyspace } from './db.ts';
+//
+// The accounts live in a KV keyspace (src/store/kv.ts): plain LevelDB on one
+// node, replicated to every node in a pool without LDAP, so an account made on
+// one node logs in on any other. Two nodes registering one name at the same
+// moment would both succeed locally and the last writer would win silently; so
+// in a pool, create() writes, waits the provider's settle time and reads back:
+// only the registration whose record survived succeeds, the other gets
+// UserExistsError (XEP-0077 conflict). Exactly one wins while gossip arrives
+// within the settle time; under a partition both may "succeed" and the later
+// write wins when it heals.
+import type { Store } from './db.ts';
+import { kvProvider, type KV, type KVProvider } from './kv.ts';
 import {
   DEFAULT_ITERATIONS, deriveCredentials, verifyPassword as verifyScramPassword,
   type StoredCredentials,
@@ -55,15 +66,19 @@ export const ACCOUNTS_KEYSPACE = 'accounts';
 
 export class EmbeddedDirectory implements UserDirectory {
   readonly kind = 'embedded';
-  readonly #accounts: Keyspace<AccountRecord>;
+  readonly #accounts: KV<AccountRecord>;
   readonly #iterations: number;
+  readonly #settleMs: number;
   // Per-name queue of mutations: LevelDB has no compare-and-set, so the check for an
   // existing account and the write must not interleave with another write of that name.
   readonly #locks = new Map<string, Promise<unknown>>();
 
-  constructor(store: Store, opts: { iterations?: number } = {}) {
-    this.#accounts = store.keyspace<AccountRecord>(ACCOUNTS_KEYSPACE);
+  /** A Store means its plain LevelDB keyspaces (one node, the CLI). */
+  constructor(src: Store | KVProvider, opts: { iterations?: number } = {}) {
+    const kv = kvProvider(src);
+    this.#accounts = kv.kv<AccountRecord>(ACCOUNTS_KEYSPACE);
     this.#iterations = opts.iterations ?? DEFAULT_ITERATIONS;
+    this.#settleMs = kv.settleMs;
   }
 
   async exists(username: string): Promise<boolean> {
@@ -87,6 +102,12 @@ export class EmbeddedDirectory implements UserDirectory {
     await this.#withLock(username, async () => {
       if ((await this.#accounts.get(username)) !== undefined) throw new UserExistsError(username);
       await this.#accounts.put(username, { creds, created: Date.now() });
+      if (this.#settleMs > 0) {
+        await new Promise((r) => setTimeout(r, this.#settleMs));
+        const now = await this.#accounts.get(username);
+        // The salt is random per derivation: another node's record has another one.
+        if (now && now.creds['SHA-256']?.salt !== creds['SHA-256'].salt) throw new UserExistsError(username);
+      }
     });
   }
 

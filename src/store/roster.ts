@@ -6,10 +6,22 @@
 // (items, pending requests, version) is written as one atomic batch. Each item
 // remembers the version at which it last changed and removed items leave a
 // tombstone, so a client's old version can be answered with just the changes
-// (§2.6.3). Rosters are cached once read: this process is the only writer of
-// its data dir, and presence reads the roster on every broadcast.
+// (§2.6.3). Rosters are cached once read, since presence reads the roster on
+// every broadcast.
+//
+// The records live in a KV keyspace (src/store/kv.ts): plain LevelDB on one
+// node, replicated in a pool without LDAP. Every record of an update is under
+// the user's prefix of one keyspace, so the update stays one atomic batch on
+// the node that makes it. Writes from other nodes drop the user's cached
+// roster (onChange 'remote'). Concurrent updates of one roster on two nodes
+// merge per record, last writer wins: different items both survive; the
+// version counter (meta) takes one node's value, so two changes may share a
+// version number, and a client that cached the roster between them may miss
+// one until it fetches the whole roster. Loading therefore lifts the counter
+// to the highest item version seen, so versions never go backwards.
 import { randomBytes } from 'node:crypto';
-import type { Store, Keyspace, BatchOp } from './db.ts';
+import type { Store } from './db.ts';
+import { kvProvider, type KV, type KVOp, type KVProvider } from './kv.ts';
 
 export type Subscription = 'none' | 'to' | 'from' | 'both';
 
@@ -211,13 +223,15 @@ export class RosterTx {
   }
 
   /** Internal: the batch and the new snapshot. */
-  commit(ks: Keyspace<Record_>): { ops: BatchOp[]; roster: Roster; changes: RosterChange[] } {
+  commit(): { ops: KVOp<Record_>[]; roster: Roster; changes: RosterChange[] } {
     const base = this.#base.raw();
     const items = new Map(base.items);
     const tombstones = new Map(base.tombstones);
     const pending = new Map(base.pending);
     const meta: Meta = { ...base.meta };
-    const ops: BatchOp[] = [];
+    const ops: KVOp<Record_>[] = [];
+    const put = (key: string, value: Record_): void => void ops.push({ type: 'put', key, value });
+    const del = (key: string): void => void ops.push({ type: 'del', key });
     const changed: Array<{ jid: string; item: RosterItem | null; n: number }> = [];
     for (const [jid, item] of this.#items) {
       const old = base.items.get(jid);
@@ -228,11 +242,11 @@ export class RosterTx {
         const stored: StoredItem = { ...copyItem(item), ver: n };
         items.set(jid, stored);
         tombstones.delete(jid);
-        ops.push(ks.putOp(itemKey(this.user, jid), stored));
+        put(itemKey(this.user, jid), stored);
       } else {
         items.delete(jid);
         tombstones.set(jid, n);
-        ops.push(ks.putOp(itemKey(this.user, jid), { jid, ver: n, removed: true }));
+        put(itemKey(this.user, jid), { jid, ver: n, removed: true });
       }
       changed.push({ jid, item, n });
     }
@@ -241,18 +255,18 @@ export class RosterTx {
       for (const [jid, v] of oldest) {
         tombstones.delete(jid);
         meta.floor = Math.max(meta.floor, v);
-        ops.push(ks.delOp(itemKey(this.user, jid)));
+        del(itemKey(this.user, jid));
       }
     }
     for (const [jid, req] of this.#pending) {
       if (req) {
         pending.set(jid, req);
-        ops.push(ks.putOp(pendingKey(this.user, jid), req));
+        put(pendingKey(this.user, jid), req);
       } else if (pending.delete(jid)) {
-        ops.push(ks.delOp(pendingKey(this.user, jid)));
+        del(pendingKey(this.user, jid));
       }
     }
-    if (changed.length) ops.push(ks.putOp(metaKey(this.user), meta));
+    if (changed.length) put(metaKey(this.user), meta);
     const roster = new Roster(this.user, items, tombstones, pending, meta);
     const verString = (n: number) => `${meta.epoch}-${n}`;
     return { ops, roster, changes: changed.map((c) => ({ jid: c.jid, item: c.item ? copyItem(c.item) : null, ver: verString(c.n) })) };
@@ -267,31 +281,43 @@ export interface UpdateResult<T> {
 }
 
 export class RosterStore {
-  readonly #ks: Keyspace<Record_>;
-  readonly #store: Store;
+  readonly #kv: KV<Record_>;
   readonly #cache = new Map<string, Roster>();
-  /** Per-user queue: read-modify-write of one roster never interleaves. */
+  /**
+   * Per user, bumped when another node changed the roster: a snapshot read or
+   * built before the bump must not enter the cache after it.
+   */
+  readonly #gen = new Map<string, number>();
+  /** Per-user queue: read-modify-write of one roster never interleaves (on this node). */
   readonly #locks = new Map<string, Promise<unknown>>();
 
-  constructor(store: Store) {
-    this.#store = store;
-    this.#ks = store.keyspace<Record_>(ROSTER_KEYSPACE);
+  /** A Store means its plain LevelDB keyspaces. */
+  constructor(src: Store | KVProvider) {
+    this.#kv = kvProvider(src).kv<Record_>(ROSTER_KEYSPACE);
+    this.#kv.onChange((key, origin) => {
+      if (origin !== 'remote') return;
+      const slash = key.indexOf('/');
+      if (slash > 0) this.#invalidate(key.slice(0, slash));
+    });
   }
 
   /** The current roster of a local user (username = prepared localpart). */
   async get(user: string): Promise<Roster> {
     const hit = this.#cache.get(user);
     if (hit) return hit;
+    const gen = this.#gen.get(user);
     const items = new Map<string, StoredItem>();
     const tombstones = new Map<string, number>();
     const pending = new Map<string, PendingRequest>();
     let meta = EMPTY_META;
     const prefix = `${user}/`;
-    for await (const [key, value] of this.#ks.entries(prefix)) {
+    let top = 0;
+    for await (const [key, value] of this.#kv.entries(prefix)) {
       const rest = key.slice(prefix.length);
       if (rest === 'meta') meta = value as Meta;
       else if (rest.startsWith('i/')) {
         const v = value as StoredItem | Tombstone;
+        top = Math.max(top, v.ver);
         if ('removed' in v) tombstones.set(v.jid, v.ver);
         else items.set(v.jid, v);
       } else if (rest.startsWith('p/')) {
@@ -299,9 +325,13 @@ export class RosterStore {
         pending.set(p.jid, p);
       }
     }
+    // Records merged from two nodes: the counter must not lag behind an item.
+    if (top > meta.ver) meta = { ...meta, ver: top };
     const roster = new Roster(user, items, tombstones, pending, meta);
-    // A write may have landed while we read; it put its own snapshot in the cache.
-    return this.#cache.get(user) ?? this.#remember(roster);
+    // A local write may have landed while we read; it put its own snapshot in the cache.
+    const cached = this.#cache.get(user);
+    if (cached) return cached;
+    return this.#gen.get(user) === gen ? this.#remember(roster) : roster;
   }
 
   /**
@@ -311,13 +341,16 @@ export class RosterStore {
    */
   update<T>(user: string, fn: (tx: RosterTx) => T | Promise<T>): Promise<UpdateResult<T>> {
     return this.#locked(user, async () => {
+      const gen = this.#gen.get(user);
       const base = await this.get(user);
       const tx = new RosterTx(base);
       const value = await fn(tx);
-      const { ops, roster, changes } = tx.commit(this.#ks);
+      const { ops, roster, changes } = tx.commit();
       if (ops.length) {
-        await this.#store.batch(ops);
-        this.#remember(roster);
+        await this.#kv.batch(ops);
+        // If another node wrote meanwhile, the snapshot lacks its records: read again next time.
+        if (this.#gen.get(user) === gen) this.#remember(roster);
+        else this.#cache.delete(user);
       }
       return { value, changes, roster: ops.length ? roster : base };
     });
@@ -326,7 +359,7 @@ export class RosterStore {
   /** Deletes a user's whole roster (account removal). */
   clear(user: string): Promise<void> {
     return this.#locked(user, async () => {
-      await this.#ks.clear(`${user}/`);
+      await this.#kv.clear(`${user}/`);
       this.#cache.delete(user);
     });
   }
@@ -342,6 +375,11 @@ export class RosterStore {
     return run;
   }
 
+  #invalidate(user: string): void {
+    this.#cache.delete(user);
+    this.#gen.set(user, (this.#gen.get(user) ?? 0) + 1);
+  }
+
   #remember(roster: Roster): Roster {
     this.#cache.delete(roster.user);
     if (this.#cache.size >= CACHE_MAX) {
@@ -353,11 +391,12 @@ export class RosterStore {
   }
 }
 
-const instances = new WeakMap<Store, RosterStore>();
+const instances = new WeakMap<KVProvider, RosterStore>();
 
-/** The one RosterStore of a Store: the roster and presence modules must share its locks and cache. */
-export function rosterStore(store: Store): RosterStore {
-  let r = instances.get(store);
-  if (!r) instances.set(store, (r = new RosterStore(store)));
+/** The one RosterStore of a provider: the roster and presence modules must share its locks and cache. */
+export function rosterStore(src: Store | KVProvider): RosterStore {
+  const kv = kvProvider(src);
+  let r = instances.get(kv);
+  if (!r) instances.set(kv, (r = new RosterStore(kv)));
   return r;
 }

@@ -1,30 +1,30 @@
 // vCards (XEP-0054) by account: the <vCard/> element as the client sent it, as
-// an XML string, so photos and unknown fields come back byte for byte.
-import type { Keyspace, Store, BatchOp } from './db.ts';
+// an XML string, so photos and unknown fields come back byte for byte. Kept in
+// a KV keyspace (src/store/kv.ts): plain LevelDB on one node, replicated to
+// every node in a pool without LDAP (one key per account, last writer wins).
+import type { Store } from './db.ts';
+import { kvProvider, type KV, type KVProvider } from './kv.ts';
 
 export const VCARD_KEYSPACE = 'vcard';
 
 export class VCardStore {
-  readonly #ks: Keyspace<string>;
+  readonly #kv: KV<string>;
 
-  constructor(store: Store) {
-    this.#ks = store.keyspace<string>(VCARD_KEYSPACE);
+  /** A Store means its plain LevelDB keyspaces. */
+  constructor(src: Store | KVProvider) {
+    this.#kv = kvProvider(src).kv<string>(VCARD_KEYSPACE);
   }
 
   get(username: string): Promise<string | undefined> {
-    return this.#ks.get(username);
+    return this.#kv.get(username);
   }
 
   /** Resolves once the vCard is on disk. */
   set(username: string, xml: string): Promise<void> {
-    return this.#ks.put(username, xml);
+    return this.#kv.put(username, xml);
   }
 
   delete(username: string): Promise<void> {
-    return this.#ks.del(username);
-  }
-
-  deleteOp(username: string): BatchOp {
-    return this.#ks.delOp(username);
+    return this.#kv.del(username);
   }
 }
