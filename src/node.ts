@@ -6,7 +6,7 @@ import * as fs from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { prepDomain, prepLocal } from './xmpp/jid.ts';
 import { Store } from './store/db.ts';
-import { EmbeddedDirectory } from './store/directory.ts';
+import { createUserData } from './store/user-data.ts';
 import type { UserDirectory } from './store/directory.ts';
 import { Router } from './router/router.ts';
 import { ServerInfo } from './modules/server-info.ts';
@@ -21,7 +21,6 @@ import type { Logger } from './admin/log.ts';
 import { getBool, getList, type Config } from './admin/options.ts';
 import { Libp2pPool } from './pool/libp2p-pool.ts';
 import { poolOptionsFromConfig } from './pool/options.ts';
-import { HLC } from './pool/hlc.ts';
 import { PoolRouting, conflictError } from './router/pool-routing.ts';
 import type { Session } from './c2s/session.ts';
 
@@ -49,7 +48,6 @@ export async function startNode(config: Config, log: Logger, opts: { modules?: M
   await fs.mkdir(dataDir, { recursive: true, mode: 0o700 });
 
   const store = await Store.open(path.join(dataDir, 'db'));
-  const directory = new EmbeddedDirectory(store);
   const material = await loadTlsMaterial({
     domain, dataDir,
     cert: config.cert as string | undefined,
@@ -64,11 +62,16 @@ export async function startNode(config: Config, log: Logger, opts: { modules?: M
     await pool.start();
     log.info(`pool member ${pool.serverId} (${pool.peerId})`);
   }
+  // Accounts, rosters, vCards, blocklists and offline messages: plain LevelDB
+  // on a single node, replicated to every member in a pool.
+  const userData = await createUserData({ store, pool: pool ?? undefined, log });
+  const directory = userData.directory;
+  if (pool) await userData.sync().catch((e: unknown) => log.warn('initial user data sync incomplete:', String(e)));
 
   const router = new Router({ domain, log: log.child('router') });
   const info = new ServerInfo();
   const modules = await loadModules(opts.modules ?? defaultModules(), {
-    domain, router, store, directory, config, log, info,
+    domain, router, store, directory, config, log, info, kv: userData.kv,
   });
 
   const c2s = new C2SServer({
@@ -97,7 +100,7 @@ export async function startNode(config: Config, log: Logger, opts: { modules?: M
   let poolRouting: PoolRouting | null = null;
   if (pool) {
     poolRouting = new PoolRouting({
-      router, pool, store, log: log.child('pool-routing'), clock: new HLC(pool.serverId),
+      router, pool, store, log: log.child('pool-routing'), clock: userData.kv.clock,
       onConflict: (session: Session) => void c2s.kick(session, conflictError()),
     });
     await poolRouting.start();
@@ -115,6 +118,7 @@ export async function startNode(config: Config, log: Logger, opts: { modules?: M
         await c2s.stop();
         await poolRouting?.stop();
         await modules.stop();
+        await userData.stop();
         await pool?.stop();
         await store.close();
         log.info('stopped');
