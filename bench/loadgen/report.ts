@@ -1,0 +1,99 @@
+// Output of a bench run: a table for people, one JSON line per scenario for
+// tools, and both saved under bench/results/ (latest.json and <date>.md).
+import { mkdirSync, writeFileSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { Figures } from './scenarios.ts';
+
+export interface ScenarioResult extends Partial<Figures> {
+  scenario: string;
+  ok: boolean;
+  error?: string;
+  /** Wall time of the whole scenario, set-up included. */
+  seconds: number;
+  /** Warnings and errors the server logged during the scenario. */
+  server_log?: string[];
+}
+
+export interface Meta {
+  date: string;
+  node: string;
+  os: string;
+  cpus: string;
+  /** 1, 5 and 15 minute load averages at the start: other work on the machine skews the figures. */
+  loadavg: number[];
+  argv: string[];
+}
+
+export function meta(argv: string[]): Meta {
+  const cpus = os.cpus();
+  return {
+    date: new Date().toISOString(),
+    node: process.version,
+    os: `${os.type()} ${os.release()} ${os.arch()}`,
+    cpus: `${cpus.length} × ${cpus[0]?.model.trim() ?? '?'}`,
+    loadavg: os.loadavg().map((l) => Math.round(l * 100) / 100),
+    argv,
+  };
+}
+
+function headline(r: ScenarioResult): string {
+  if (!r.ok) return `FAILED: ${(r.error ?? '').split('\n')[0].slice(0, 160)}`;
+  const m = r.metrics ?? {};
+  switch (r.scenario) {
+    case 'login': return `${m.logins_per_s} logins/s (p50 ${m.login_ms_p50} ms, p99 ${m.login_ms_p99} ms)`;
+    case 'message': return `${m.messages_per_s} msg/s (p50 ${m.latency_ms_p50} ms, p99 ${m.latency_ms_p99} ms)`;
+    case 'idle': return `${m.kib_per_session} KiB/session (RSS ${mib(m.rss_before_kib)} -> ${mib(m.rss_after_kib)} MiB)`;
+    case 'parser': return `${m.mb_per_s} MB/s, ${m.stanzas_per_s} stanzas/s`;
+    default: return JSON.stringify(m);
+  }
+}
+
+function mib(kib: number | undefined): string {
+  return kib === undefined ? '?' : (kib / 1024).toFixed(1);
+}
+
+function cpuCell(s: number | undefined, pct: number | undefined): string {
+  return s === undefined ? '-' : `${pct}% (${s} s)`;
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
+  return rows.map((r) => r.map((cell, c) => cell.padEnd(widths[c])).join('  ').trimEnd()).join('\n');
+}
+
+/** The human-readable part: a summary table, then each scenario's parameters and figures. */
+export function humanReport(m: Meta, results: ScenarioResult[]): string {
+  const lines = [`imnode bench, ${m.date}, node ${m.node}, ${m.cpus}, ${m.os}, load average ${m.loadavg.join(' ')} at the start`, ''];
+  const rows = [['scenario', 'result', 'loadgen CPU', 'server CPU', 'phase wall']];
+  for (const r of results) {
+    rows.push([r.scenario, headline(r), cpuCell(r.cpu?.loadgen_cpu_s, r.cpu?.loadgen_cpu_pct),
+      cpuCell(r.cpu?.server_cpu_s, r.cpu?.server_cpu_pct), r.cpu ? `${r.cpu.wall_s} s` : '-']);
+  }
+  lines.push(table(rows), '', 'CPU: during the measured phase only; 100% = one core busy for the whole phase.');
+  for (const r of results) {
+    lines.push('', `[${r.scenario}] ${r.ok ? 'ok' : 'FAILED'} in ${r.seconds} s`);
+    if (r.params) lines.push('  params:  ' + Object.entries(r.params).map(([k, v]) => `${k}=${v}`).join(' '));
+    if (r.metrics) lines.push('  figures: ' + Object.entries(r.metrics).map(([k, v]) => `${k}=${v}`).join(' '));
+    for (const n of r.notes ?? []) lines.push('  note:    ' + n);
+    if (r.error) lines.push('  error:   ' + r.error.replace(/\n/g, '\n           '));
+    for (const l of r.server_log ?? []) lines.push('  server:  ' + l);
+  }
+  return lines.join('\n') + '\n';
+}
+
+export function jsonLines(results: ScenarioResult[]): string {
+  return results.map((r) => JSON.stringify(r)).join('\n') + '\n';
+}
+
+/** Writes bench/results/latest.json and bench/results/<date>.md; returns their paths. */
+export function save(dir: string, m: Meta, results: ScenarioResult[]): string[] {
+  mkdirSync(dir, { recursive: true });
+  const json = path.join(dir, 'latest.json');
+  writeFileSync(json, JSON.stringify({ ...m, results }, null, 2) + '\n');
+  // ISO 8601 without the colons, which some file systems refuse.
+  const md = path.join(dir, `${m.date.replace(/\.\d+Z$/, 'Z').replace(/:/g, '-')}.md`);
+  writeFileSync(md, `# imnode bench ${m.date}\n\n\`${['node bench/run.ts', ...m.argv].join(' ')}\`\n\n` +
+    '```\n' + humanReport(m, results) + '```\n\nJSON, one line per scenario:\n\n```json\n' + jsonLines(results) + '```\n');
+  return [json, md];
+}

@@ -1,0 +1,266 @@
+// The scenarios. Each gets a fresh server (Run) and returns its figures; any
+// failure (a login refused, a message lost or duplicated, a stall) throws, and
+// the caller's deadline bounds the whole scenario.
+import { spawn } from 'node:child_process';
+import * as path from 'node:path';
+import type { Element } from '../../src/xmpp/element.ts';
+import type { BenchClient } from './client.ts';
+import { account, pool, type Run } from './env.ts';
+import { cpuMeter, percentile, round, rssKiB, sleep, type CpuReport } from './measure.ts';
+
+export interface Figures {
+  params: Record<string, number | string>;
+  metrics: Record<string, number>;
+  cpu?: CpuReport;
+  notes?: string[];
+}
+
+/** What a scenario reports while it runs, for the timeout message. */
+export type Progress = { text: string };
+
+// ---- 1. login rate ------------------------------------------------------------------
+
+export async function loginRate(run: Run, opts: { sessions: number; concurrency: number }, progress: Progress): Promise<Figures> {
+  const { sessions, concurrency } = opts;
+  const keys = run.target.keys;
+  const once = async (i: number, latencies: Float64Array | null): Promise<void> => {
+    const c = run.client(account(i + 1));
+    await c.login();
+    if (latencies) latencies[i] = c.readyAt - c.startedAt;
+    await run.close(c);
+  };
+  // Set-up pass: fills the client key cache (PBKDF2 per user) and warms up both processes.
+  let n = 0;
+  progress.text = 'set-up pass';
+  await pool(sessions, concurrency, async (i) => { await once(i, null); progress.text = `set-up pass: ${++n}/${sessions}`; });
+  const derivations = keys.derivations;
+
+  const latencies = new Float64Array(sessions);
+  n = 0;
+  const meter = cpuMeter(run.server.pid);
+  await pool(sessions, concurrency, async (i) => { await once(i, latencies); progress.text = `measured pass: ${++n}/${sessions}`; });
+  const cpu = meter();
+  if (keys.derivations !== derivations) throw new Error(`the measured pass derived ${keys.derivations - derivations} SCRAM keys: the cache did not work`);
+  latencies.sort();
+  return {
+    params: { sessions, in_flight: concurrency, mechanism: 'SCRAM-SHA-1', iterations: [...keys.iterations].join(',') },
+    metrics: {
+      logins_per_s: round(sessions / cpu.wall_s, 0),
+      login_ms_p50: round(percentile(latencies, 50), 2),
+      login_ms_p99: round(percentile(latencies, 99), 2),
+      // CPU per operation holds up better than rates when other work shares the machine.
+      server_cpu_ms_per_login: round((1000 * cpu.server_cpu_s) / sessions, 3),
+      loadgen_cpu_ms_per_login: round((1000 * cpu.loadgen_cpu_s) / sessions, 3),
+    },
+    cpu,
+    notes: ['a login: TCP connect, stream, SCRAM-SHA-1, bind, initial presence, ping answered; then the stream is closed (inside the slot)'],
+  };
+}
+
+// ---- 2. one-to-one messages -------------------------------------------------------
+
+interface Pair { sender: BenchClient; receiver: BenchClient }
+
+export async function oneToOne(
+  run: Run,
+  opts: { pairs: number; messages: number; window: number; concurrency: number },
+  progress: Progress,
+): Promise<Figures> {
+  const { pairs: npairs, messages, window } = opts;
+  progress.text = 'logging in';
+  const pairs: Pair[] = [];
+  for (let i = 0; i < npairs; i++) {
+    pairs.push({ sender: run.client(account(2 * i + 1, 'send')), receiver: run.client(account(2 * i + 2, 'recv')) });
+  }
+  const all = pairs.flatMap((p) => [p.sender, p.receiver]);
+  await pool(all.length, opts.concurrency, (i) => all[i].login());
+
+  // Warm-up phase (not measured), then the measured one; each checks every delivery.
+  await exchange(pairs, Math.min(5000, Math.ceil(messages / 10)), window, 'w', progress, null, () => {});
+  const latencies = new Float64Array(messages);
+  const meter = cpuMeter(run.server.pid);
+  const end: { cpu?: CpuReport } = {};
+  // Read at the last delivery, not after the grace time that follows it.
+  const stats = await exchange(pairs, messages, window, 'm', progress, latencies, () => (end.cpu = meter()));
+  const cpu = end.cpu!;
+  latencies.sort();
+  await pool(all.length, 200, (i) => run.close(all[i]));
+  return {
+    params: { pairs: npairs, messages, in_flight_per_pair: window },
+    metrics: {
+      messages_per_s: round(messages / cpu.wall_s, 0),
+      latency_ms_p50: round(percentile(latencies, 50), 2),
+      latency_ms_p90: round(percentile(latencies, 90), 2),
+      latency_ms_p99: round(percentile(latencies, 99), 2),
+      latency_ms_max: round(latencies[latencies.length - 1], 2),
+      delivered: stats.delivered,
+      missing: 0,
+      duplicates: 0,
+      server_cpu_us_per_msg: round((1e6 * cpu.server_cpu_s) / messages, 1),
+      loadgen_cpu_us_per_msg: round((1e6 * cpu.loadgen_cpu_s) / messages, 1),
+    },
+    cpu,
+    notes: ['type=chat to the partner\'s full JID; latency = send call to parse on the receiving socket'],
+  };
+}
+
+const FILLER = 'Hi! Are we still on for lunch tomorrow? I will bring the slides.';
+
+/**
+ * Each sender sends `quota` messages to its partner with at most `window` in
+ * flight; a delivery releases the next one. Fails on a duplicate, on an error
+ * bounced back, on a message from a wrong sender, and on a stall.
+ */
+function exchange(
+  pairs: Pair[], total: number, window: number, tag: string, progress: Progress,
+  latencies: Float64Array | null, onLast: () => void,
+): Promise<{ delivered: number }> {
+  return new Promise((resolve, reject) => {
+    const n = pairs.length;
+    const quota = pairs.map((_, i) => Math.floor(total / n) + (i < total % n ? 1 : 0));
+    const offset: number[] = [];
+    quota.reduce((acc, q, i) => { offset[i] = acc; return acc + q; }, 0);
+    const sent = new Array<number>(n).fill(0);
+    const seen = pairs.map((_, i) => new Uint8Array(quota[i]));
+    let delivered = 0;
+    let lastProgress = performance.now();
+    let finished = false;
+
+    const finish = (err?: Error): void => {
+      if (finished) return;
+      finished = true;
+      clearInterval(watchdog);
+      for (const p of pairs) {
+        p.receiver.onStanza = () => {};
+        p.sender.onStanza = () => {};
+        p.sender.onDown = p.receiver.onDown = () => {};
+      }
+      if (err) reject(err);
+      else resolve({ delivered });
+    };
+    const describe = (): string => {
+      const missing: string[] = [];
+      pairs.forEach((_, i) => {
+        for (let s = 0; s < sent[i] && missing.length < 5; s++) if (!seen[i][s]) missing.push(`${tag}${i}.${s}`);
+      });
+      return `phase ${tag}: ${delivered}/${total} delivered, ${sent.reduce((a, b) => a + b, 0)} sent; first missing: ${missing.join(' ') || 'none'}`;
+    };
+    progress.text = describe();
+    const sendNext = (i: number): void => {
+      const s = sent[i]++;
+      const p = pairs[i];
+      p.sender.send(`<message to='${p.receiver.jid}' type='chat' id='${tag}${i}.${s}'><body>${performance.now()} ${FILLER}</body></message>`);
+    };
+    const watchdog = setInterval(() => {
+      progress.text = describe();
+      if (performance.now() - lastProgress > 10_000) finish(new Error(`no delivery for 10 s: ${describe()}`));
+    }, 1000);
+
+    pairs.forEach((p, i) => {
+      const senderJid = p.sender.jid;
+      p.receiver.onStanza = (el: Element) => {
+        if (el.name !== 'message') return;
+        const now = performance.now();
+        const id = el.attrs.id ?? '';
+        const dot = id.indexOf('.');
+        if (!id.startsWith(tag) || dot < 0) return finish(new Error(`${p.receiver.jid} got an unexpected message: ${el.toString().slice(0, 300)}`));
+        const pi = Number(id.slice(tag.length, dot));
+        const seq = Number(id.slice(dot + 1));
+        if (pi !== i || !(seq >= 0 && seq < quota[i])) return finish(new Error(`${p.receiver.jid} got a message meant for another pair: ${id}`));
+        if (el.attrs.type === 'error') return finish(new Error(`an error came back to the receiver: ${el.toString()}`));
+        if (el.attrs.from !== senderJid) return finish(new Error(`message ${id} has from='${el.attrs.from}', expected ${senderJid}`));
+        if (seen[i][seq]) return finish(new Error(`message ${id} delivered twice`));
+        seen[i][seq] = 1;
+        delivered++;
+        lastProgress = now;
+        if (latencies) latencies[offset[i] + seq] = now - parseFloat(el.getChildText('body') ?? 'NaN');
+        if (sent[i] < quota[i]) sendNext(i);
+        if (delivered === total) {
+          onLast();
+          // Late duplicates would show up within this grace time.
+          setTimeout(() => finish(), 300);
+        }
+      };
+      p.sender.onStanza = (el: Element) => {
+        if (el.name === 'message') finish(new Error(`the sender got a message back: ${el.toString().slice(0, 500)}`));
+      };
+      p.sender.onDown = p.receiver.onDown = (e) => finish(e);
+    });
+    pairs.forEach((_, i) => {
+      for (let k = 0; k < window && sent[i] < quota[i]; k++) sendNext(i);
+    });
+    if (total === 0) {
+      onLast();
+      finish();
+    }
+  });
+}
+
+// ---- 3. idle memory ---------------------------------------------------------------
+
+export async function idleMemory(run: Run, opts: { sessions: number; concurrency: number; settleMs: number }, progress: Progress): Promise<Figures> {
+  const { sessions, concurrency, settleMs } = opts;
+  const pid = run.server.pid;
+  // Load the code paths once, so that lazy compilation is not counted as per-session memory.
+  progress.text = 'warm-up';
+  await pool(Math.min(200, sessions), 50, async (i) => {
+    const c = run.client(account(i + 1, 'warmup'));
+    await c.login();
+    await run.close(c);
+  });
+  await sleep(settleMs);
+  const before = rssKiB(pid);
+  const clients: BenchClient[] = [];
+  let n = 0;
+  const t0 = performance.now();
+  await pool(sessions, concurrency, async (i) => {
+    const c = run.client(account(i + 1, 'idle'));
+    clients.push(c);
+    await c.login();
+    progress.text = `logged in ${++n}/${sessions}`;
+  });
+  const loginS = (performance.now() - t0) / 1000;
+  // Idle means idle: the connections must stay up.
+  let down: Error | null = null;
+  for (const c of clients) c.onDown = (e) => { down ??= e; };
+  await sleep(settleMs);
+  const after = rssKiB(pid);
+  if (down) throw down;
+  progress.text = 'closing';
+  await pool(clients.length, 500, (i) => run.close(clients[i]));
+  return {
+    params: { sessions, settle_ms: settleMs },
+    metrics: {
+      rss_before_kib: before,
+      rss_after_kib: after,
+      kib_per_session: round((after - before) / sessions, 1),
+      login_s: round(loginS, 2),
+    },
+    notes: ['VmRSS of the server process; it includes heap garbage not yet collected at the time of reading'],
+  };
+}
+
+// ---- 4. parser micro-benchmark ------------------------------------------------------
+
+/** Runs bench/parser.ts as it is, in its own process, and reads its figures. */
+export function parser(seconds: number, timeoutMs: number): Promise<Figures> {
+  const script = path.join(import.meta.dirname, '..', 'parser.ts');
+  return new Promise((resolve, reject) => {
+    const p = spawn(process.execPath, [script, String(seconds)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    p.stdout.on('data', (d) => (out += d));
+    p.stderr.on('data', (d) => (out += d));
+    const timer = setTimeout(() => p.kill('SIGKILL'), timeoutMs);
+    p.on('close', (code) => {
+      clearTimeout(timer);
+      const mb = /([\d.]+) MB\/s/.exec(out);
+      const st = /([\d,]+) stanzas\/s/.exec(out);
+      if (code !== 0 || !mb || !st) return reject(new Error(`bench/parser.ts failed (exit ${code}):\n${out}`));
+      resolve({
+        params: { seconds },
+        metrics: { mb_per_s: Number(mb[1]), stanzas_per_s: Number(st[1].replace(/,/g, '')) },
+        notes: out.trim().split('\n').slice(0, 1),
+      });
+    });
+  });
+}
