@@ -131,7 +131,18 @@ export class Connection {
     this.write('</stream:stream>');
     this.state = 'closing';
     this.#flush();
-    this.socket.end();
+    // Nothing the client sends now is used: allow for its closing tag, but a
+    // client still pushing data (a 10 MiB stanza) is not read and thrown away
+    // at our expense: stop reading, and TCP backpressure stops it until the
+    // timer below drops the connection.
+    const socket = this.socket;
+    let after = 0;
+    socket.removeAllListeners('data');
+    socket.on('data', (d: Buffer) => {
+      after += d.length;
+      if (after > 4096) socket.pause();
+    });
+    socket.end();
     // A peer that never closes its side must not keep the socket forever.
     this.#closeTimer = setTimeout(() => this.socket.destroy(), 2000);
     this.#closeTimer.unref();
