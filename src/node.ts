@@ -23,6 +23,11 @@ import { Libp2pPool } from './pool/libp2p-pool.ts';
 import { poolOptionsFromConfig } from './pool/options.ts';
 import { PoolRouting, conflictError } from './router/pool-routing.ts';
 import type { Session } from './c2s/session.ts';
+import { startAdminServer, type AdminServer } from './admin/admin-server.ts';
+import { StreamError } from './xmpp/errors.ts';
+import { readFileSync } from 'node:fs';
+
+const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
 export interface RunningNode {
   readonly domain: string;
@@ -106,6 +111,37 @@ export async function startNode(config: Config, log: Logger, opts: { modules?: M
     await poolRouting.start();
   }
   await c2s.start();
+  const started = Date.now();
+  const admin: AdminServer = await startAdminServer({
+    dataDir, log: log.child('admin'),
+    status: () => ({
+      serverId: pool?.serverId,
+      peerId: pool?.peerId,
+      domain,
+      version: VERSION,
+      uptime: Math.round((Date.now() - started) / 1000),
+      sessions: router.sessionCount,
+      ports: { c2s: c2s.ports.c2s, ...(c2s.ports.tls ? { tls: c2s.ports.tls } : {}) },
+      members: pool?.members() ?? [],
+      // Convergence checks compare these across nodes.
+      routes: poolRouting ? { count: poolRouting.routes.size, digest: poolRouting.routes.digest(), remoteSessions: poolRouting.remoteCount, ...poolRouting.stats } : undefined,
+      userData: pool ? { digest: userData.digest() } : undefined,
+    }),
+    users: {
+      add: (name, password) => directory.create(name, password),
+      passwd: (name, password) => directory.setPassword(name, password),
+      async del(name) {
+        await directory.delete(name);
+        // As for in-band removal (XEP-0077 §3.2): the account's sessions end, its data goes.
+        for (const s of router.localSessionsOf(`${name}@${domain}`)) {
+          await c2s.kick(s as Session, new StreamError('not-authorized', 'the account was removed'));
+        }
+        await router.hooks.emit('account-removed', { username: name });
+      },
+      list: () => directory.list(),
+      exists: (name) => directory.exists(name),
+    },
+  });
   log.info(`ready: domain ${domain}, c2s port ${c2s.ports.c2s}${c2s.ports.tls ? `, direct TLS port ${c2s.ports.tls}` : ''}, data in ${dataDir}`);
 
   let stopped: Promise<void> | null = null;
@@ -115,6 +151,7 @@ export async function startNode(config: Config, log: Logger, opts: { modules?: M
     stop(reason = 'shutdown') {
       stopped ??= (async () => {
         log.info(`stopping (${reason})`);
+        await admin.stop();
         await c2s.stop();
         await poolRouting?.stop();
         await modules.stop();
