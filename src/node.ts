@@ -124,8 +124,13 @@ export async function startNode(config: Config, log: Logger, opts: { modules?: M
       ports: { c2s: c2s.ports.c2s, ...(c2s.ports.tls ? { tls: c2s.ports.tls } : {}) },
       members: pool?.members() ?? [],
       // Convergence checks compare these across nodes.
-      routes: poolRouting ? { count: poolRouting.routes.size, digest: poolRouting.routes.digest(), remoteSessions: poolRouting.remoteCount, ...poolRouting.stats } : undefined,
+      routes: poolRouting ? { count: poolRouting.routes.size, digest: poolRouting.routes.digest(), remoteSessions: poolRouting.remoteCount, byOwner: poolRouting.byOwner(), ...poolRouting.stats } : undefined,
+      // Payload bytes handed to gossip and to point-to-point streams (bench/: pool traffic per login).
+      traffic: pool ? { ...pool.traffic } : undefined,
       userData: pool ? { digest: userData.digest() } : undefined,
+      // Every session of the pool and the node that serves it (full JID -> server id).
+      routeTable: poolRouting ? Object.fromEntries(poolRouting.routes.entries().map(([k, v]) => [k, v.server])) : undefined,
+      digests: pool && poolRouting ? { routes: poolRouting.routes.digest(), userData: userData.digest() } : undefined,
     }),
     users: {
       add: (name, password) => directory.create(name, password),

@@ -19,6 +19,7 @@ import { tryParseJID, type JID } from '../xmpp/jid.ts';
 import type { StanzaEvent } from '../router/router.ts';
 import type { Session } from '../c2s/session.ts';
 import type { SessionClosedEvent } from '../c2s/server.ts';
+import type { RemoteAvailableEvent, RemoteFailedEvent } from '../router/pool-routing.ts';
 import { rosterStore, type Roster } from '../store/roster.ts';
 import type { Module } from './api.ts';
 import {
@@ -381,6 +382,43 @@ export const presence: Module = {
         return inboundPresence(stanza, ev.from, ev.to.bare);
       }
       return false;
+    });
+
+    // ---- the pool: resources on other nodes --------------------------------------------
+    // Presence broadcasts and probe answers use the pool's routing table; a
+    // resource that came online on another node at the same moment as a local
+    // one was not in it yet on either side. Each node settles that for its own
+    // local sessions, so nothing is sent twice: a local resource the new remote
+    // one may see (its own resources, contacts it is subscribed to) sends it
+    // its current presence, unless the remote node already knew it.
+    m.hook<RemoteAvailableEvent>('remote-session-available', async ({ session: remote, knew }) => {
+      const user = remote.jid.bare;
+      if (user.domain !== m.domain || user.local === '') return;
+      const roster = await rosters.get(user.local);
+      const visible = [user.toBareString()];
+      for (const item of roster.items()) if (hasTo(item.subscription)) visible.push(item.jid);
+      for (const bare of visible) {
+        for (const s of router.localSessionsOf(bare)) {
+          if (s.closed || !s.presence || knew(s)) continue;
+          const copy = s.presence.clone();
+          copy.attrs.to = remote.jid.toString();
+          remote.send(copy);
+        }
+      }
+    });
+
+    // §4.5.2 for a resource whose node failed: those that could see it learn it is gone.
+    m.hook<RemoteFailedEvent>('remote-session-failed', async ({ jid }) => {
+      if (jid.domain !== m.domain || jid.local === '') return;
+      const roster = await rosters.get(jid.local);
+      const watchers = [jid.toBareString()];
+      for (const item of roster.items()) if (hasFrom(item.subscription)) watchers.push(item.jid);
+      for (const bare of watchers) {
+        for (const s of router.localSessionsOf(bare)) {
+          if (s.closed || s.priority === null) continue;
+          s.send(x('presence', { type: 'unavailable', from: jid.toString(), to: s.jid.toString() }));
+        }
+      }
     });
   },
 };

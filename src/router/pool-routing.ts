@@ -20,11 +20,33 @@ import type { Store } from '../store/db.ts';
 import type { Logger } from '../admin/log.ts';
 import type { Pool, MemberInfo } from '../pool/types.ts';
 import { ReplicatedKeyspace } from '../pool/replicated.ts';
-import type { HLC } from '../pool/hlc.ts';
+import { wallOf, type HLC } from '../pool/hlc.ts';
 import type { Router, Routable, RemoteSessions } from './router.ts';
 import type { Session } from '../c2s/session.ts';
 
 export const ROUTE_PROTOCOL = 'route';
+/** How long an owner has to confirm a forwarded stanza before it is treated as undeliverable. */
+const FORWARD_TIMEOUT_MS = 5000;
+
+/** A resource on another node became available (or appeared available). */
+export interface RemoteAvailableEvent {
+  session: RemoteSession;
+  /**
+   * Whether the remote node very likely knew this local session's current
+   * presence when the remote resource became available (so its initial
+   * presence probe already answered it): route versions more than the gossip
+   * delay apart.
+   */
+  knew(local: Routable): boolean;
+}
+
+/** A resource vanished with its failed node: nobody sent unavailable presence for it. */
+export interface RemoteFailedEvent {
+  jid: JID;
+}
+
+/** Gossip reaches every member well within this; beyond it, a route is taken as known. */
+const GOSSIP_WINDOW_MS = 1000;
 
 export interface RouteEntry {
   /** Peer id of the owning node. */
@@ -161,6 +183,13 @@ export class PoolRouting implements RemoteSessions {
     return this.#index.get(bare)?.get(full);
   }
 
+  /** Routes by the server id of their owner: how many sessions this node believes each node serves. */
+  byOwner(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const [, v] of this.routes.entries()) out[v.server] = (out[v.server] ?? 0) + 1;
+    return out;
+  }
+
   /** Number of sessions on other nodes. */
   get remoteCount(): number {
     let n = 0;
@@ -208,8 +237,36 @@ export class PoolRouting implements RemoteSessions {
 
   async #purgeMember(m: MemberInfo): Promise<void> {
     if (!this.#routes || m.peerId === this.#d.pool.peerId) return;
+    // RFC 6121 §4.5.2: a session that ends without unavailable presence gets
+    // one from the server. A failed node cannot send it; every node sends it
+    // to its own local sessions that could see the vanished resources.
+    const vanished = m.state === 'failed'
+      ? this.#routes.entries().filter(([, v]) => v.node === m.peerId && v.priority !== null).map(([k]) => k)
+      : [];
     const n = await this.#routes.purgeWhere((_k, v) => v.node === m.peerId);
     if (n) this.#d.log.info(`purged ${n} routes of ${m.serverId} (${m.state})`);
+    for (const key of vanished) {
+      let jid: JID;
+      try {
+        jid = parseJID(key);
+      } catch {
+        continue;
+      }
+      void this.#d.router.hooks.emit<RemoteFailedEvent>('remote-session-failed', { jid })
+        .catch((e: unknown) => this.#d.log.error('remote-session-failed handler failed:', e));
+    }
+  }
+
+  #announceAvailable(key: string, session: RemoteSession): void {
+    const routes = this.#routes;
+    if (!routes) return;
+    const theirs = wallOf(routes.version(key) ?? '0');
+    const knew = (local: Routable): boolean => {
+      const mine = routes.version(local.jid.toString());
+      return mine !== undefined && wallOf(mine) < theirs - GOSSIP_WINDOW_MS;
+    };
+    void this.#d.router.hooks.emit<RemoteAvailableEvent>('remote-session-available', { session, knew })
+      .catch((e: unknown) => this.#d.log.error('remote-session-available handler failed:', e));
   }
 
   // ---- replicated changes ---------------------------------------------------------
@@ -217,7 +274,11 @@ export class PoolRouting implements RemoteSessions {
   #changed(key: string, value: RouteEntry | undefined, origin: 'local' | 'remote'): void {
     const self = this.#d.pool.peerId;
     if (value && value.node !== self) {
+      const before = this.get(key) as RemoteSession | undefined;
+      const wasAvailable = before !== undefined && before.priority !== null;
       this.#indexPut(key, value);
+      const now = this.get(key) as RemoteSession | undefined;
+      if (now && value.priority !== null && !wasAvailable) this.#announceAvailable(key, now);
       if (origin === 'remote') {
         // RFC 6120 §7.7.2.2 across the pool: the newest binding of a full JID wins.
         const local = this.#localSession(key);
@@ -275,12 +336,19 @@ export class PoolRouting implements RemoteSessions {
 
   // ---- point-to-point delivery -------------------------------------------------------
 
-  /** Sends a stanza to the node that owns a remote session. */
+  /**
+   * Sends a stanza to the node that owns a remote session. The owner confirms
+   * each frame: a one-way send would count as done once written to a
+   * connection that may already be dead, losing a stanza we acknowledged to
+   * its sender. Unconfirmed frames follow the rules for an unavailable
+   * resource (at least once: a confirmation lost with a dying node can mean a
+   * duplicate, never a loss).
+   */
   forward(target: RemoteSession, stanza: Element): void {
     const frame = Buffer.from(target.jid.toString() + '\n' + stanza.toString());
     this.stats.forwarded++;
     this.stats.forwardedBytes += frame.length;
-    this.#d.pool.send(target.entry.node, ROUTE_PROTOCOL, frame).catch((e: unknown) => {
+    this.#d.pool.request(target.entry.node, ROUTE_PROTOCOL, frame, FORWARD_TIMEOUT_MS).catch((e: unknown) => {
       this.stats.failed++;
       this.#d.log.debug(`cannot reach ${target.entry.server} for ${target.jid}: ${String(e)}`);
       this.#undeliverable(target, stanza);

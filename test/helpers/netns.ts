@@ -19,6 +19,12 @@ export interface Lab {
   readonly id: string;
   readonly bridge: string;
   readonly hosts: NetnsHost[];
+  /**
+   * With createLab(n, { hostAddress: true }): this process's own address on the
+   * bridge (10.77.<k>.254, routed as a /24 in the root namespace only), so tests
+   * can open connections to the hosts directly. null otherwise.
+   */
+  readonly hostIp: string | null;
   /** Starts a process inside a host's namespace; it is killed (by PID) at cleanup. */
   spawn(host: NetnsHost, cmd: string, args: string[], opts?: SpawnOptions): ChildProcess;
   /** Runs a command in a namespace and returns its output (throws on a non-zero exit). */
@@ -79,7 +85,13 @@ function hookExit(): void {
  * Creates a bridge and n namespaces wired to it. Addresses are 10.77.<k>.<i+1>/16
  * with k derived from the PID, so that the logs of parallel runs are told apart.
  */
-export function createLab(n: number): Lab {
+export interface LabOptions {
+  /** Give the root namespace an address on the bridge (see Lab.hostIp). */
+  hostAddress?: boolean;
+}
+
+export function createLab(n: number, opts: LabOptions = {}): Lab {
+  if (opts.hostAddress && n > 253) throw new Error('netns test harness: at most 253 hosts with hostAddress');
   const ip = requireRootAndIp();
   hookExit();
   const id = `${process.pid.toString(36)}${(counter++).toString(36)}`;
@@ -94,6 +106,7 @@ export function createLab(n: number): Lab {
     id,
     bridge,
     hosts,
+    hostIp: opts.hostAddress ? `10.77.${third}.254` : null,
     spawn(host, cmd, args, opts = {}) {
       const p = spawn(ip, ['netns', 'exec', host.ns, cmd, ...args], { stdio: ['pipe', 'pipe', 'pipe'], ...opts });
       procs.add(p);
@@ -139,6 +152,13 @@ export function createLab(n: number): Lab {
     // (there is no querier on this bridge to keep snooping tables alive).
     run(ip, ['link', 'set', 'dev', bridge, 'type', 'bridge', 'mcast_snooping', '0']);
     run(ip, ['link', 'set', 'dev', bridge, 'up']);
+    if (lab.hostIp) {
+      // Two bridges routing the same /24 in the root namespace would steal each other's traffic.
+      const taken = run(ip, ['-o', '-4', 'addr', 'show'], true).split('\n').find((l) => l.includes(` 10.77.${third}.`));
+      if (taken) throw new Error(`netns test harness: 10.77.${third}.0/24 is already in use in the root namespace (${taken.trim()}); is another lab with hostAddress running?`);
+      // The address goes away with the bridge at cleanup.
+      run(ip, ['addr', 'add', `${lab.hostIp}/24`, 'dev', bridge]);
+    }
     for (let i = 0; i < n; i++) {
       const ns = `imnode-${id}-${i}`;
       const veth = `imv${id}-${i}`.slice(0, 15);
