@@ -62,6 +62,10 @@ export async function startNode(config: Config, log: Logger, opts: { modules?: M
   const secret = await serverSecret(dataDir);
 
   let pool: Libp2pPool | null = null;
+  if (!poolEnabled(config)) {
+    const given = ['pool-password', 'pool-password-file', 'server-id'].filter((o) => config[o] !== undefined);
+    if (given.length) log.warn(`--${given.join(', --')} given, but no pool is started: add --autodiscover, --peer or --pool-listen`);
+  }
   if (poolEnabled(config)) {
     pool = new Libp2pPool(await poolOptionsFromConfig(config, log.child('pool')));
     await pool.start();

@@ -34,8 +34,9 @@ export class BenchClient {
   phase: Phase = 'new';
   /** Full JID the server bound. */
   jid = '';
-  /** performance.now() at connect and when the ping was answered. */
+  /** performance.now() at connect, when the bind result arrived and when the ping was answered. */
   startedAt = 0;
+  boundAt = 0;
   readyAt = 0;
   /** Stanzas after the login (and during it, other than the answers it waits for). */
   onStanza: (el: Element) => void = () => {};
@@ -213,6 +214,7 @@ export class BenchClient {
     const jid = el.getChild('bind', NS_BIND)?.getChildText('jid');
     if (el.attrs.type !== 'result' || !jid) return this.#fail(new Error(`bind failed: ${el.toString()}`));
     this.jid = jid;
+    this.boundAt = performance.now();
     this.phase = 'ping';
     this.send(`<presence/><iq type='get' id='bench-ping' to='${this.target.domain}'><ping xmlns='urn:xmpp:ping'/></iq>`);
   }

@@ -45,6 +45,12 @@ function headline(r: ScenarioResult): string {
     case 'message': return `${m.messages_per_s} msg/s (p50 ${m.latency_ms_p50} ms, p99 ${m.latency_ms_p99} ms)`;
     case 'idle': return `${m.kib_per_session} KiB/session (RSS ${mib(m.rss_before_kib)} -> ${mib(m.rss_after_kib)} MiB)`;
     case 'parser': return `${m.mb_per_s} MB/s, ${m.stanzas_per_s} stanzas/s`;
+    case 'pool-form': return `3 alive members everywhere ${m.formed_s} s after spawn (${m.formed_after_last_ready_ms} ms after the last ready), accounts everywhere at ${m.accounts_everywhere_s} s`;
+    case 'pool-message': return `cross-node ${m.cross_messages_per_s} msg/s (p50 ${m.cross_latency_ms_p50} ms, p99 ${m.cross_latency_ms_p99} ms); ` +
+      `one node ${m.local_messages_per_s} msg/s (p50 ${m.local_latency_ms_p50} ms, p99 ${m.local_latency_ms_p99} ms)`;
+    case 'pool-purge': return `routes of the killed node purged everywhere in ${m.purged_ms} ms (failed in ${m.failed_ms} ms)`;
+    case 'pool-logins': return `${m.logins_per_s} logins/s, routes converged ${m.converged_after_last_bind_ms} ms after the last bind, ` +
+      `${m.pool_wire_bytes_per_login ?? '?'} B of pool traffic per login (${m.pool_payload_bytes_per_login} B payload)`;
     default: return JSON.stringify(m);
   }
 }

@@ -59,7 +59,7 @@ export async function loginRate(run: Run, opts: { sessions: number; concurrency:
 
 // ---- 2. one-to-one messages -------------------------------------------------------
 
-interface Pair { sender: BenchClient; receiver: BenchClient }
+export interface Pair { sender: BenchClient; receiver: BenchClient }
 
 export async function oneToOne(
   run: Run,
@@ -111,7 +111,7 @@ const FILLER = 'Hi! Are we still on for lunch tomorrow? I will bring the slides.
  * flight; a delivery releases the next one. Fails on a duplicate, on an error
  * bounced back, on a message from a wrong sender, and on a stall.
  */
-function exchange(
+export function exchange(
   pairs: Pair[], total: number, window: number, tag: string, progress: Progress,
   latencies: Float64Array | null, onLast: () => void,
 ): Promise<{ delivered: number }> {

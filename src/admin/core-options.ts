@@ -1,21 +1,21 @@
 // The options of the core (server, TLS, storage, logging, the imnode command) and
-// of the server pool, which is declared already so that its flags are refused with
-// a clear message instead of being taken for typos or silently ignored.
-// Importing this module declares them; feature modules declare their own.
+// of the server pool (their declarations live in src/pool/options.ts, next to the
+// code that uses them). Importing this module declares them; feature modules
+// declare their own.
 import { join } from 'node:path';
 import { declareOptions } from './options.ts';
-
-const POOL_NOT_YET = 'the server pool is not implemented yet in this version';
-const POOL_GROUP = 'Pool (not yet implemented)';
+import { POOL_OPTIONS } from '../pool/options.ts';
 
 declareOptions([
   // General: the command itself.
   { name: 'config', type: 'path', file: false, group: 'General', placeholder: 'FILE',
-    description: 'JSON config file: an object whose keys are option names, e.g. {"domain": "example.org", "c2s-port": 5222}. Flags and environment variables override it.' },
+    description: 'JSON config file: an object whose keys are option names, e.g. {"domain": "example.org", "c2s-port": 5222}. Flags and environment variables override it. Without --config, <data-dir>/imnode.json is read if it exists (`imnode coserver` keeps the peer list there).' },
   { name: 'help', type: 'bool', env: false, file: false, group: 'General', description: 'Print usage and the option list, then exit.' },
   { name: 'version', type: 'bool', env: false, file: false, group: 'General', description: 'Print the version, then exit.' },
   { name: 'password-file', type: 'path', file: false, group: 'General', placeholder: 'FILE',
     description: 'For `imnode user add|passwd`: read the password from the first line of FILE instead of stdin or a prompt.' },
+  { name: 'json', type: 'bool', env: false, file: false, group: 'General',
+    description: 'For `imnode pool status` and `imnode coserver list`: print JSON instead of text.' },
 
   // Server
   { name: 'domain', type: 'string', default: 'imnode.local', group: 'Server', placeholder: 'DOMAIN',
@@ -49,26 +49,21 @@ declareOptions([
 
   // Storage
   { name: 'data-dir', type: 'path', default: './imnode-data', group: 'Storage', placeholder: 'DIR',
-    description: 'Directory for the database and the generated TLS certificate.' },
+    description: 'Directory for the database, the generated TLS certificate, the pool peer key, the admin socket (admin.sock) and the default config file (imnode.json).' },
 
-  // Pool
-  { name: 'autodiscover', type: 'bool', default: false, group: POOL_GROUP, notImplemented: POOL_NOT_YET,
-    description: 'Find the other nodes of the pool on the local subnet with mDNS.' },
-  { name: 'pool-password', type: 'string', secret: true, group: POOL_GROUP, notImplemented: POOL_NOT_YET, placeholder: 'SECRET',
-    description: 'Secret shared by all nodes of the pool; a node without it can neither join nor read pool traffic.' },
-  { name: 'pool-port', type: 'port', group: POOL_GROUP, notImplemented: POOL_NOT_YET,
-    description: 'Port for pool traffic between nodes.' },
-  { name: 'peer', type: 'list', group: POOL_GROUP, notImplemented: POOL_NOT_YET, placeholder: 'ADDR',
-    description: 'Address of another node of the pool (static peer list).' },
-  { name: 'relay', type: 'list', group: POOL_GROUP, notImplemented: POOL_NOT_YET, placeholder: 'ADDR',
-    description: 'Address of a relay node, to reach nodes in other subnets.' },
-  { name: 'relay-only', type: 'bool', default: false, group: POOL_GROUP, notImplemented: POOL_NOT_YET,
-    description: 'Run as a relay for the pool only, without client listeners.' },
-  { name: 'server-id', type: 'string', group: POOL_GROUP, notImplemented: POOL_NOT_YET, placeholder: 'ID',
-    description: 'Unique id of this node in the pool (default: derived from its persisted peer key).' },
+  // Pool: declared where the pool lives (relays still refused there).
+  ...POOL_OPTIONS,
 ]);
 
 /** Where the LevelDB database lives inside --data-dir; the server and `imnode user` must agree. */
 export function databaseDir(dataDir: string): string {
   return join(dataDir, 'db');
+}
+
+/**
+ * The config file read when neither --config nor IMNODE_CONFIG names one, if it
+ * exists; `imnode coserver` writes the static peer list there.
+ */
+export function defaultConfigFile(dataDir: string): string {
+  return join(dataDir, 'imnode.json');
 }

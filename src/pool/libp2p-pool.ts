@@ -117,6 +117,12 @@ export class Libp2pPool implements Pool {
   private state: 'new' | 'starting' | 'started' | 'stopping' | 'stopped' = 'new';
   private pendingLoad = 0;
   private myPeerId = '';
+  /**
+   * Messages and payload bytes this node handed to the pool (membership included),
+   * before gossipsub, yamux, noise and pnet framing; gossipsub sends a published
+   * message to every mesh peer, so the wire carries more. For status and benchmarks.
+   */
+  readonly traffic = { published: 0, publishedBytes: 0, sent: 0, sentBytes: 0, requests: 0, requestBytes: 0 };
 
   constructor(opts: Libp2pPoolOptions) {
     this.opts = opts;
@@ -326,6 +332,8 @@ export class Libp2pPool implements Pool {
   }
 
   async publish(topic: string, data: Uint8Array): Promise<void> {
+    this.traffic.published++;
+    this.traffic.publishedBytes += data.byteLength;
     await this.started().services.pubsub.publish(USER_TOPIC_PREFIX + topic, data);
   }
 
@@ -337,6 +345,8 @@ export class Libp2pPool implements Pool {
   async send(peerId: string, protocol: string, data: Uint8Array): Promise<void> {
     const refusal = this.unreachable(peerId);
     if (refusal) throw refusal;
+    this.traffic.sent++;
+    this.traffic.sentBytes += data.byteLength;
     // Not awaited before the call returns: the write is queued now, which keeps the order of calls.
     return this.p2pStarted().send(peerId, protocol, data);
   }
@@ -344,6 +354,8 @@ export class Libp2pPool implements Pool {
   async request(peerId: string, protocol: string, data: Uint8Array, timeoutMs?: number): Promise<Uint8Array> {
     const refusal = this.unreachable(peerId);
     if (refusal) throw refusal;
+    this.traffic.requests++;
+    this.traffic.requestBytes += data.byteLength;
     return this.p2pStarted().request(peerId, protocol, data, timeoutMs);
   }
 
@@ -397,11 +409,17 @@ export class Libp2pPool implements Pool {
     return {
       addresses: () => node.getMultiaddrs().map(String),
       publish: async (topic, data) => {
+        this.traffic.published++;
+        this.traffic.publishedBytes += data.byteLength;
         await node.services.pubsub.publish(topic, data);
       },
       subscribe: (topic, handler) => this.subscribeRaw(topic, handler),
       handle: (name, handler) => p2p.handleInternal(name, handler),
-      request: (peer, name, data, timeoutMs) => p2p.request(peer, name, data, timeoutMs),
+      request: (peer, name, data, timeoutMs) => {
+        this.traffic.requests++;
+        this.traffic.requestBytes += data.byteLength;
+        return p2p.request(peer, name, data, timeoutMs);
+      },
       ping: async (peer, timeoutMs) => {
         await node.services.ping.ping(peerIdFromString(peer), { signal: AbortSignal.timeout(timeoutMs) });
       },

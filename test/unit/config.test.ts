@@ -4,6 +4,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import '../../src/admin/core-options.ts';
+import { checkPoolConfig, declarePoolOptions, poolOptionsFromConfig, POOL_PORT_DEFAULT } from '../../src/pool/options.ts';
 import {
   ConfigError, allOptions, declareOptions, envName, getBool, getList, getNumber, getString,
   loadConfig, optionsHelp, optionsMarkdown, parseDuration,
@@ -175,19 +176,113 @@ test('durations', async () => {
   assert.is(config['sm-resume-timeout'], 600_000);
 });
 
-test('pool options are refused: the pool is not implemented yet', async () => {
-  const msg = /^--autodiscover: the server pool is not implemented yet in this version$/;
-  await refuses(['--autodiscover'], {}, msg);
-  await refuses([], { IMNODE_AUTODISCOVER: 'true' }, msg);
-  await refuses(['--config', await file('pool.json', { autodiscover: true })], {}, msg);
-  await refuses(['--pool-password', 's3cret'], {}, /^--pool-password: the server pool is not implemented yet/);
-  await refuses(['--pool-port', '7000'], {}, /^--pool-port: the server pool is not implemented yet/);
-  await refuses(['--peer', '10.0.0.2'], {}, /^--peer: the server pool is not implemented yet/);
-  await refuses([], { IMNODE_RELAY: '10.0.0.3' }, /^--relay: the server pool is not implemented yet/);
-  await refuses(['--relay-only'], {}, /^--relay-only: the server pool is not implemented yet/);
-  await refuses(['--server-id', 'n1'], {}, /^--server-id: the server pool is not implemented yet/);
+test('relay options are still refused: relays are not implemented yet', async () => {
+  const msg = /^--relay-only: relays are not implemented yet in this version$/;
+  await refuses(['--relay-only'], {}, msg);
+  await refuses([], { IMNODE_RELAY_ONLY: 'true' }, msg);
+  await refuses(['--config', await file('relay.json', { 'relay-only': true })], {}, msg);
+  await refuses(['--relay', '/ip4/10.0.0.3/tcp/7400'], {}, /^--relay: relays are not implemented yet/);
+  await refuses([], { IMNODE_RELAY: '/ip4/10.0.0.3/tcp/7400' }, /^--relay: relays are not implemented yet/);
   // saying "no" to a feature that does not exist is not pretending it works
-  assert.is((await loadConfig(['--no-autodiscover'], {})).config.autodiscover, false);
+  assert.is((await loadConfig(['--no-relay-only'], {})).config['relay-only'], false);
+});
+
+test('pool options: defaults, flags, environment, config file', async () => {
+  const d = (await loadConfig([], {})).config;
+  assert.is(d.autodiscover, false);
+  assert.is(d['pool-port'], 7400);
+  assert.is(d['failure-timeout'], 3000);
+  assert.equal(d['pool-listen'], []);
+  assert.is(d['server-id'], undefined);
+  assert.is(d['pool-password'], undefined);
+  const { config } = await loadConfig(['--autodiscover', '--pool-port', '7401', '--server-id', 'n1', '--peer', '/ip4/10.0.0.2/tcp/7400',
+    '--peer', '/ip4/10.0.0.3/tcp/7400', '--pool-listen', '/ip4/10.0.0.1/tcp/7400', '--failure-timeout', '1500ms'], { IMNODE_POOL_PASSWORD: 'env secret' });
+  assert.is(config.autodiscover, true);
+  assert.is(config['pool-port'], 7401);
+  assert.is(config['server-id'], 'n1');
+  assert.equal(config.peer, ['/ip4/10.0.0.2/tcp/7400', '/ip4/10.0.0.3/tcp/7400']);
+  assert.equal(config['pool-listen'], ['/ip4/10.0.0.1/tcp/7400']);
+  assert.is(config['failure-timeout'], 1500);
+  assert.is(config['pool-password'], 'env secret');
+  assert.is((await loadConfig(['--pool-port', '0'], {})).config['pool-port'], 0, '0: a free port');
+  const conf = await file('pool.json', { autodiscover: true, peer: ['/ip4/10.0.0.9/tcp/7400'] });
+  const f = (await loadConfig(['--config', conf], {})).config;
+  assert.is(f.autodiscover, true);
+  assert.equal(f.peer, ['/ip4/10.0.0.9/tcp/7400']);
+  await refuses(['--failure-timeout', '100ms'], {}, /^--failure-timeout: '100ms' is below the minimum 500ms$/);
+});
+
+/** Asserts checkPoolConfig rejects with a one-line ConfigError naming the option. */
+async function poolRefuses(argv: string[], re: RegExp, option: string): Promise<void> {
+  const { config } = await loadConfig(argv, {});
+  try {
+    await checkPoolConfig(config);
+  } catch (e) {
+    assert.instance(e, ConfigError, `expected ConfigError, got ${String(e)}`);
+    assert.match((e as Error).message, re);
+    assert.not.match((e as Error).message, /\n/, 'one line');
+    assert.is((e as ConfigError).option, option);
+    return;
+  }
+  assert.unreachable(`accepted ${argv.join(' ')}`);
+}
+
+test('pool values are checked as the pool will use them', async () => {
+  await poolRefuses(['--peer', '10.0.0.2:7400'], /^--peer 10\.0\.0\.2:7400: not a multiaddr/, 'peer');
+  await poolRefuses(['--peer', '/ip4/300.0.0.2/tcp/7400'], /^--peer \/ip4\/300\.0\.0\.2\/tcp\/7400: not a multiaddr \(Invalid IPv4/, 'peer');
+  await poolRefuses(['--peer', '/ip4/10.0.0.2'], /needs a TCP port/, 'peer');
+  await poolRefuses(['--peer', '/ip4/10.0.0.2/tcp/7400/p2p/nonsense'], /'nonsense' is not a peer id/, 'peer');
+  await poolRefuses(['--peer', '/ip4/10.0.0.2/tcp/7400/ws'], /unexpected \/ws/, 'peer');
+  await poolRefuses(['--pool-listen', '/dns4/example.org/tcp/7400'], /^--pool-listen \/dns4\/example\.org\/tcp\/7400: must start with \/ip4, \/ip6/, 'pool-listen');
+  await poolRefuses(['--pool-listen', '/ip4/0.0.0.0/udp/7400'], /needs a TCP port/, 'pool-listen');
+  await poolRefuses(['--server-id', 'node one'], /^--server-id: 'node one' is not valid/, 'server-id');
+  await poolRefuses(['--server-id', '-n1'], /is not valid/, 'server-id');
+  await poolRefuses(['--server-id', 'n'.repeat(65)], /is not valid/, 'server-id');
+  const pw = await file('pool-pw', 'file secret\nignored\n');
+  await poolRefuses(['--pool-password', 'hunter2', '--pool-password-file', pw], /^--pool-password and --pool-password-file: give one of them, not both$/, 'pool-password-file');
+  await poolRefuses(['--pool-password-file', join(dir, 'missing-pw')], /^--pool-password-file .*missing-pw: cannot read it \(ENOENT\)$/, 'pool-password-file');
+  await poolRefuses(['--pool-password-file', await file('empty-pw', '\nsecond')], /the first line is empty/, 'pool-password-file');
+  // good values pass, in every accepted form
+  const ok = await loadConfig(['--server-id', 'node-1.east_2', '--peer', '/ip4/10.0.0.2/tcp/7400', '--peer', '/ip6/fe80::1/tcp/7400',
+    '--peer', '/dns4/n3.example.org/tcp/7400/p2p/12D3KooWGzxzKZYveHXtpG6AsrUJBcWxHBFS2HsEoGTxrMLvKXtf', '--peer', '/dnsaddr/pool.example.org',
+    '--pool-listen', '/ip4/0.0.0.0/tcp/0', '--pool-password-file', pw], {});
+  await checkPoolConfig(ok.config);
+});
+
+test('poolOptionsFromConfig: what the pool gets', async () => {
+  const pw = await file('pool-pw2', 'from the file\r\n');
+  const log = { error() {}, warn() {}, info() {}, debug() {}, child() { return log; } };
+  const { config } = await loadConfig(['--domain', 'example.org', '--data-dir', dir, '--server-id', 'n2', '--peer', '/ip4/10.0.0.2/tcp/7400/',
+    '--autodiscover', '--pool-password-file', pw, '--failure-timeout', '2s'], {});
+  const o = await poolOptionsFromConfig(config, log);
+  assert.is(o.domain, 'example.org');
+  assert.is(o.dataDir, dir);
+  assert.is(o.serverId, 'n2');
+  assert.is(o.password, 'from the file');
+  assert.equal(o.peers, ['/ip4/10.0.0.2/tcp/7400'], 'canonical form');
+  assert.equal(o.listen, []);
+  assert.is(o.port, 7400);
+  assert.is(o.autodiscover, true);
+  assert.is(o.failureTimeoutMs, 2000);
+  assert.is((await poolOptionsFromConfig((await loadConfig(['--pool-password', 'inline'], {})).config, log)).password, 'inline');
+  assert.is((await poolOptionsFromConfig((await loadConfig([], {})).config, log)).password, undefined);
+});
+
+test('the pool options agree with the pool', async () => {
+  // Imported here only: options.ts must not load libp2p.
+  const { DEFAULT_POOL_PORT, Libp2pPool } = await import('../../src/pool/libp2p-pool.ts');
+  assert.is(POOL_PORT_DEFAULT, DEFAULT_POOL_PORT);
+  const log = { error() {}, warn() {}, info() {}, debug() {}, child() { return log; } };
+  for (const id of ['n1', 'node-1.east_2', 'A', '9', '-n1', '.n', 'node one', 'n/1', 'é', 'n'.repeat(64), 'n'.repeat(65)]) {
+    let poolAccepts = true;
+    try { new Libp2pPool({ dataDir: dir, domain: 'example.org', serverId: id, log }); } catch { poolAccepts = false; }
+    let optionAccepts = true;
+    try { await checkPoolConfig((await loadConfig(['--server-id', id], {})).config); } catch { optionAccepts = false; }
+    assert.is(optionAccepts, poolAccepts, `server id '${id}'`);
+  }
+  // declared once (by core-options.ts); asking again declares nothing twice
+  declarePoolOptions();
+  assert.is(allOptions().filter((o) => o.name === 'peer').length, 1);
 });
 
 test('typed accessors', async () => {
@@ -216,7 +311,8 @@ test('generated documentation lists every option', () => {
     if (spec.env !== false) assert.ok(md.includes(envName(spec.name)), `markdown lists ${envName(spec.name)}`);
   }
   assert.match(md, /\| `--c2s-port PORT` \| `IMNODE_C2S_PORT` \| `"c2s-port"` \| `5222` \| /);
-  assert.match(md, /### Pool \(not yet implemented\)/);
+  assert.match(md, /### Pool\n/);
+  assert.match(md, /\| `--pool-password SECRET` \| `IMNODE_POOL_PASSWORD` \| `"pool-password"` \|  \| .*visible to every local user in `ps`/);
   assert.match(help, /--direct-tls, --no-direct-tls/);
 });
 
