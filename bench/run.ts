@@ -40,13 +40,13 @@ const HELP = `Usage: npm run bench -- [options]
   --settle MS        idle scenario: wait before each memory reading (default 2000)
   --timeout S        limit per scenario, set-up included (default 300)
   --parser-seconds S duration of the parser micro-benchmark (default 3)
+  --no-save          do not write bench/results/
 
   Pool scenarios (three nodes on loopback; --pairs, --window and --concurrency apply, the last per node):
   --pool-messages N  messages in each measured phase of pool-message (default 20000)
   --pool-logins N    logins of pool-logins, spread over the three nodes (default 10000)
   --purge-sessions N sessions on the node pool-purge kills (default 100)
   --baseline MS      pool-logins: idle pool traffic measured for this long, to subtract (default 5000)
-  --no-save          do not write bench/results/
 `;
 
 function positiveInt(name: string, v: string | undefined, def: number): number {

@@ -19,10 +19,12 @@ import {
 import { exchange, type Figures, type Pair, type Progress } from './scenarios.ts';
 
 const ms = (a: number, b: number): number => round(b - a, 1);
+/** Pause between two convergence polls of pool-logins (a poll of 10,000 routes takes some 40 ms itself). */
+const POLL_MS = 10;
 const s = (a: number, b: number): number => round((b - a) / 1000, 3);
 
-/** Logs in clients[i] on node nodeOf(i), `perNode` logins in flight on each node. */
-async function loginSpread(clients: BenchClient[], perNode: number, progress: Progress, what: string): Promise<void> {
+/** Logs in each client on its node, `perNode` logins in flight on each node; onDone(n) after the n-th login. */
+async function loginSpread(clients: BenchClient[], perNode: number, progress: Progress, what: string, onDone?: (n: number) => void): Promise<void> {
   const byNode = new Map<string, BenchClient[]>();
   for (const c of clients) {
     const k = `${c.target.port}`;
@@ -33,6 +35,7 @@ async function loginSpread(clients: BenchClient[], perNode: number, progress: Pr
   await Promise.all([...byNode.values()].map((list) => pool(list.length, perNode, async (i) => {
     await list[i].login();
     if (++n % 100 === 0) progress.text = `${what}: ${n}/${clients.length} logged in`;
+    onDone?.(n);
   })));
 }
 
@@ -40,38 +43,50 @@ async function loginSpread(clients: BenchClient[], perNode: number, progress: Pr
 
 export async function poolForm(net: PoolNet, accounts: number, progress: Progress): Promise<Figures> {
   progress.text = 'spawning three nodes';
-  await net.start();
+  await net.spawn();
   const t0 = net.spawnedAt;
-  const lastReady = Math.max(...net.nodes.map((n) => n.readyAt));
-  // Each node separately: the first poll of a node can only succeed once it is ready.
+  // Every node is polled from the moment it is ready (its admin socket answers just
+  // before the ready line), until all list three alive members and hold the same user data.
   const formedAt = new Array<number>(POOL_SIZE).fill(0);
-  const limit = performance.now() + 30_000;
-  while (formedAt.some((x) => !x)) {
+  const digests: { at: number; digest: string }[][] = net.nodes.map(() => []);
+  const limit = performance.now() + 60_000;
+  for (;;) {
+    for (const n of net.nodes) {
+      if (n.proc.exitCode !== null || n.proc.signalCode !== null) throw new Error(`${n.id} exited during start:\n${n.output().slice(-3000)}`);
+    }
     await Promise.all(net.nodes.map(async (n, i) => {
-      if (formedAt[i]) return;
+      if (!n.readyAt) return;
       const st = await net.status(n);
-      if (st.members.filter((m) => m.state === 'alive').length === POOL_SIZE) formedAt[i] = performance.now();
+      const at = performance.now();
+      if (!formedAt[i] && st.members.filter((m) => m.state === 'alive').length === POOL_SIZE) formedAt[i] = at;
+      const d = JSON.stringify(st.userData?.digest ?? null);
+      if (digests[i].at(-1)?.digest !== d) digests[i].push({ at, digest: d });
     }));
-    progress.text = `waiting for three alive members on each node: ${formedAt.map((x, i) => `n${i + 1} ${x ? 'yes' : 'no'}`).join(', ')}`;
+    const last = digests.map((h) => h.at(-1)?.digest);
+    const agreed = last.every((d) => d !== undefined && d === last[0]);
+    if (formedAt.every((x) => x) && agreed) break;
+    progress.text = `ready ${net.nodes.map((n) => (n.readyAt ? n.id : '')).join(' ')}; three alive members on ` +
+      `${formedAt.map((x, i) => (x ? `n${i + 1}` : '')).join(' ')}; user data ${agreed ? 'agrees' : 'differs'}`;
     if (performance.now() > limit) throw new Error(progress.text);
     await sleep(10);
   }
-  // The log says when each node saw each other one join (no polling delay).
+  const lastReady = Math.max(...net.nodes.map((n) => n.readyAt));
+  const final = digests[0].at(-1)!.digest;
+  // When each node first held the final user data (n1 from its first answer: the accounts are its own).
+  const usersAt = digests.map((h) => h.find((x) => x.digest === final)!.at);
+  // The log says when each node saw each other one join (no polling delay, no wait for the ready line).
   const joinedAt = net.nodes.map((n) => {
     if (n.joined.size !== POOL_SIZE - 1) throw new Error(`${n.id} logged ${n.joined.size} joins, expected ${POOL_SIZE - 1}`);
     return Math.max(...n.joined.values());
   });
-  const usersAt = await net.waitFor((st) => {
-    const d = st.map((x) => JSON.stringify(x.userData?.digest ?? null));
-    return d.every((x) => x === d[0]) ? true : 'user data digests differ';
-  }, 'replicating the accounts', progress, 120_000, 20);
-  // The digests agree; check it means the accounts, not empty keyspaces: log in on every node.
+  // Equal digests must mean the accounts, not empty keyspaces: log in on every node.
   for (let i = 0; i < POOL_SIZE && accounts > 0; i++) {
     const c = net.client(i, account(Math.min(accounts, i + 1), 'form-check'));
     await c.login();
     await net.close(c);
   }
   const formed = Math.max(...formedAt);
+  const per = (name: string, at: number[]): Record<string, number> => Object.fromEntries(net.nodes.map((n, i) => [`${name}_s_${n.id}`, s(t0, at[i])]));
   return {
     params: { nodes: POOL_SIZE, discovery: 'static --peer lists', accounts_on_n1: accounts },
     metrics: {
@@ -79,13 +94,15 @@ export async function poolForm(net: PoolNet, accounts: number, progress: Progres
       formed_after_last_ready_ms: ms(lastReady, formed),
       joins_logged_s: s(t0, Math.max(...joinedAt)),
       last_ready_s: s(t0, lastReady),
-      ...Object.fromEntries(net.nodes.map((n) => [`ready_s_${n.id}`, s(t0, n.readyAt)])),
-      accounts_everywhere_s: s(t0, usersAt),
-      accounts_after_last_ready_ms: ms(lastReady, usersAt),
+      accounts_everywhere_s: s(t0, Math.max(...usersAt)),
+      accounts_after_last_ready_ms: ms(lastReady, Math.max(...usersAt)),
+      ...per('ready', net.nodes.map((n) => n.readyAt)),
+      ...per('formed', formedAt),
+      ...per('accounts', usersAt),
     },
     notes: [
-      'times from spawning the three processes; formed = every node\'s GET /status lists three alive members (polled every 10 ms once it answers)',
-      'joins_logged = the last "pool member X joined" log line; accounts imported on n1 only, replicated to n2 and n3 (equal user data digests, then one login on each node)',
+      'times from spawning the three processes; formed = a node\'s GET /status lists three alive members (polled every 10 ms from its ready line on)',
+      'joins_logged = the last "pool member X joined" log line of any node; accounts imported on n1 only: accounts_s_nX = first poll where that node\'s user data digest equals the final one (then one login on each node)',
     ],
   };
 }
@@ -217,7 +234,7 @@ export async function poolPurge(net: PoolNet, opts: { sessions: number; concurre
     },
     notes: [
       `SIGKILL of ${victim.id} with ${opts.sessions} sessions; purged = its routes gone from a survivor's GET /status (polled every ~5 ms), failed = listed as failed there`,
-      'purge_logged = first "purged N routes" log line of a survivor; routes_purged_by_survivors counts each survivor\'s own tombstones (both purge)',
+      'purge_logged = first "purged N routes" log line of a survivor; routes_purged_by_survivors: routes each survivor deleted itself (100 or 200: a survivor that got the other one\'s tombstones first has nothing left to purge)',
     ],
   };
 }
@@ -254,12 +271,37 @@ export async function poolLogins(
   const w0 = wire(), p0 = await payload();
   const t0 = performance.now();
   const meter = poolCpuMeter(net.pids());
-  await loginSpread(clients, concurrency, progress, 'measured pass');
+  // Convergence is polled from the moment the last logins are in flight, so that
+  // polls that began after the last bind and still saw no convergence bound it from below.
+  const polls: { start: number; end: number; ok: boolean }[] = [];
+  let polling: Promise<void> | null = null;
+  const poll = async (): Promise<void> => {
+    const limit = performance.now() + 120_000;
+    for (;;) {
+      const start = performance.now();
+      const r = routesCheck(logins)(await net.statuses());
+      polls.push({ start, end: performance.now(), ok: r === true });
+      if (r === true) return;
+      if (performance.now() > limit) throw new Error(`routing convergence: not within 120 s (${r})`);
+      await sleep(POLL_MS);
+    }
+  };
+  const tail = logins - POOL_SIZE * concurrency;
+  await loginSpread(clients, concurrency, progress, 'measured pass', (n) => {
+    if (n < tail || polling) return;
+    polling = poll();
+    // Awaited below; if the logins fail first, its own failure must not go unhandled.
+    polling.catch(() => {});
+  });
   const cpu = meter();
   if (keys.derivations !== derivations) throw new Error(`the measured pass derived ${keys.derivations - derivations} SCRAM keys: the cache did not work`);
   const lastBind = Math.max(...clients.map((c) => c.boundAt));
   const lastReady = Math.max(...clients.map((c) => c.readyAt));
-  const convergedAt = await net.waitFor(routesCheck(logins), 'routing convergence', progress, 120_000, 50);
+  progress.text = 'routing convergence';
+  await (polling ?? poll());
+  const passed = polls.find((p) => p.ok)!;
+  const convergedAt = passed.end;
+  const lowerBound = Math.max(lastBind, ...polls.filter((p) => !p.ok).map((p) => p.start));
   const w1 = wire(), p1 = await payload();
   const t1 = performance.now();
   const st: NodeStatus[] = await net.statuses();
@@ -277,6 +319,9 @@ export async function poolLogins(
     login_ms_p50: 0, login_ms_p99: 0,
     converged_after_last_bind_ms: ms(lastBind, convergedAt),
     converged_after_last_login_ms: ms(lastReady, convergedAt),
+    // Not converged yet when the last failing poll began: a lower bound.
+    converged_after_last_bind_ms_min: ms(lastBind, lowerBound),
+    status_poll_ms: ms(passed.start, passed.end),
     server_cpu_ms_per_login: round((1000 * cpu.server_cpu_s) / logins, 3),
   };
   const lat = Float64Array.from(clients, (c) => c.readyAt - c.startedAt).sort();
@@ -284,7 +329,8 @@ export async function poolLogins(
   metrics.login_ms_p99 = round(percentile(lat, 99), 2);
   const notes = [
     `${logins} logins, user k on node (k-1) mod ${POOL_SIZE}, ${concurrency} in flight per node; routes published at bind and updated by the initial presence`,
-    'converged = every node\'s GET /status shows routes.count = logins and equal routes digests (polled every 50 ms from the last login on; time taken when the answers arrived)',
+    `converged = every node's GET /status shows routes.count = logins and equal routes digests, polled every ${POLL_MS} ms from when the last ${POOL_SIZE * concurrency} logins are in flight; ` +
+      'the figure is when the first answers that showed it arrived; _min: when the last poll that did not show it began (or the last bind); status_poll_ms: how long that poll of the three nodes took',
   ];
   if (w0 && w1 && idleWire) {
     const d = wireDelta(w0, w1);
@@ -304,7 +350,7 @@ export async function poolLogins(
   progress.text = `closing ${logins} sessions`;
   await net.closeAll(clients);
   return {
-    params: { nodes: POOL_SIZE, logins, in_flight_per_node: concurrency, idle_baseline_ms: opts.baselineMs, poll_ms: 50 },
+    params: { nodes: POOL_SIZE, logins, in_flight_per_node: concurrency, idle_baseline_ms: opts.baselineMs, poll_ms: POLL_MS },
     metrics,
     cpu,
     notes,

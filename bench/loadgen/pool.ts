@@ -164,6 +164,12 @@ export class PoolNet {
 
   /** Spawns the three nodes at once and resolves when each has printed its ready line. */
   async start(limitMs = 60_000): Promise<void> {
+    await this.spawn();
+    await this.ready(limitMs);
+  }
+
+  /** Spawns the three nodes at once (spawnedAt is the moment just before). */
+  async spawn(): Promise<void> {
     const ports = await freePorts(POOL_SIZE);
     const dirs = ports.map((_, i) => {
       const dir = path.join(this.#root, `n${i + 1}`);
@@ -177,6 +183,10 @@ export class PoolNet {
       const peers = ports.filter((_, j) => j !== i).flatMap((p) => ['--peer', `/ip4/127.0.0.1/tcp/${p}`]);
       this.nodes.push(this.#spawn(i, dirs[i], ports[i], peers));
     }
+  }
+
+  /** Resolves when every node has printed its ready line; throws if one exits first. */
+  async ready(limitMs = 60_000): Promise<void> {
     const limit = performance.now() + limitMs;
     while (this.nodes.some((n) => !n.readyAt)) {
       for (const n of this.nodes) {

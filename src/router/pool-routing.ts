@@ -20,7 +20,7 @@ import type { Store } from '../store/db.ts';
 import type { Logger } from '../admin/log.ts';
 import type { Pool, MemberInfo } from '../pool/types.ts';
 import { ReplicatedKeyspace } from '../pool/replicated.ts';
-import { wallOf, type HLC } from '../pool/hlc.ts';
+import { decode, wallOf, type HLC } from '../pool/hlc.ts';
 import type { Router, Routable, RemoteSessions } from './router.ts';
 import type { Session } from '../c2s/session.ts';
 
@@ -237,24 +237,30 @@ export class PoolRouting implements RemoteSessions {
 
   async #purgeMember(m: MemberInfo): Promise<void> {
     if (!this.#routes || m.peerId === this.#d.pool.peerId) return;
-    // RFC 6121 §4.5.2: a session that ends without unavailable presence gets
-    // one from the server. A failed node cannot send it; every node sends it
-    // to its own local sessions that could see the vanished resources.
-    const vanished = m.state === 'failed'
-      ? this.#routes.entries().filter(([, v]) => v.node === m.peerId && v.priority !== null).map(([k]) => k)
-      : [];
     const n = await this.#routes.purgeWhere((_k, v) => v.node === m.peerId);
     if (n) this.#d.log.info(`purged ${n} routes of ${m.serverId} (${m.state})`);
-    for (const key of vanished) {
-      let jid: JID;
-      try {
-        jid = parseJID(key);
-      } catch {
-        continue;
-      }
-      void this.#d.router.hooks.emit<RemoteFailedEvent>('remote-session-failed', { jid })
-        .catch((e: unknown) => this.#d.log.error('remote-session-failed handler failed:', e));
+  }
+
+  /**
+   * RFC 6121 §4.5.2: a session that ends without unavailable presence gets one
+   * from the server. A node that ends a session itself sends it; a route
+   * deleted by another node than its owner was purged (its node failed or was
+   * cut off), so nobody did: every node sends it to its own local sessions
+   * that could see the resource. Decided from the tombstone's writer, so it
+   * does not matter whether this node or another one purged first.
+   */
+  #announceVanished(key: string, gone: RemoteSession): void {
+    const version = this.#routes?.version(key);
+    if (!version) return;
+    let writer: string;
+    try {
+      writer = decode(version).node;
+    } catch {
+      return;
     }
+    if (writer === gone.entry.server) return;
+    void this.#d.router.hooks.emit<RemoteFailedEvent>('remote-session-failed', { jid: gone.jid })
+      .catch((e: unknown) => this.#d.log.error('remote-session-failed handler failed:', e));
   }
 
   #announceAvailable(key: string, session: RemoteSession): void {
@@ -289,7 +295,9 @@ export class PoolRouting implements RemoteSessions {
       }
       return;
     }
+    const gone = this.get(key) as RemoteSession | undefined;
     this.#indexDel(key);
+    if (!value && gone && gone.priority !== null) this.#announceVanished(key, gone);
     if (!value && origin === 'remote') {
       // Our live route deleted by others (we were taken for failed): publish it again.
       const local = this.#localSession(key);
