@@ -44,22 +44,28 @@ export interface CpuReport {
   server_cpu_pct: number;
 }
 
-/** Starts measuring CPU of this process and of the server; call the result at the end of the phase. */
-export function cpuMeter(serverPid: number): () => CpuReport {
+/**
+ * Starts measuring CPU of this process and of the server process(es) (summed,
+ * and per process); call the result at the end of the phase.
+ */
+export function cpuMeter(serverPids: number | number[]): () => CpuReport & { per_node_cpu_s: number[] } {
+  const pids = Array.isArray(serverPids) ? serverPids : [serverPids];
   const t0 = performance.now();
   const c0 = process.cpuUsage();
-  const s0 = processCpuSeconds(serverPid);
+  const s0 = pids.map(processCpuSeconds);
   return () => {
     const wall = (performance.now() - t0) / 1000;
     const c = process.cpuUsage(c0);
     const mine = (c.user + c.system) / 1e6;
-    const server = processCpuSeconds(serverPid) - s0;
+    const per = pids.map((p, i) => round(processCpuSeconds(p) - s0[i], 2));
+    const server = per.reduce((a, b) => a + b, 0);
     return {
       wall_s: round(wall, 3),
       loadgen_cpu_s: round(mine, 2),
       loadgen_cpu_pct: round((100 * mine) / wall, 0),
       server_cpu_s: round(server, 2),
       server_cpu_pct: round((100 * server) / wall, 0),
+      per_node_cpu_s: per,
     };
   };
 }

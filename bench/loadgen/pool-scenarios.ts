@@ -11,9 +11,9 @@
 // Any loss, duplicate, stall or disagreement throws; run.ts bounds each in time.
 import type { BenchClient } from './client.ts';
 import { account, pool } from './env.ts';
-import { percentile, round, sleep, type CpuReport } from './measure.ts';
+import { cpuMeter, percentile, round, sleep, type CpuReport } from './measure.ts';
 import {
-  POOL_SIZE, byOwner, payloadBytes, poolCpuMeter, routesCheck, wireDelta,
+  POOL_SIZE, byOwner, payloadBytes, routesCheck, wireDelta,
   type NodeStatus, type PoolNet, type WireSnapshot,
 } from './pool.ts';
 import { exchange, type Figures, type Pair, type Progress } from './scenarios.ts';
@@ -134,7 +134,7 @@ async function messageRun(
   await exchange(pairs, Math.min(5000, Math.ceil(opts.messages / 10)), opts.window, 'w', progress, null, () => {});
   const [f0, b0] = await forwardedTotals(net);
   const latencies = new Float64Array(opts.messages);
-  const meter = poolCpuMeter(net.pids());
+  const meter = cpuMeter(net.pids());
   const end: { cpu?: CpuReport } = {};
   await exchange(pairs, opts.messages, opts.window, 'm', progress, latencies, () => (end.cpu = meter()));
   const [f1, b1] = await forwardedTotals(net);
@@ -270,7 +270,7 @@ export async function poolLogins(
   const clients = Array.from({ length: logins }, (_, i) => net.client(i % POOL_SIZE, account(i + 1, 'bench')));
   const w0 = wire(), p0 = await payload();
   const t0 = performance.now();
-  const meter = poolCpuMeter(net.pids());
+  const meter = cpuMeter(net.pids());
   // Convergence is polled from the moment the last logins are in flight, so that
   // polls that began after the last bind and still saw no convergence bound it from below.
   const polls: { start: number; end: number; ok: boolean }[] = [];

@@ -31,7 +31,7 @@ import { EmbeddedDirectory } from '../../src/store/directory.ts';
 import { BIN, NODE, ROOT, tempDir } from '../../test/helpers/imnode.ts';
 import { BenchClient, type Account, type Target } from './client.ts';
 import { DOMAIN, account, pool } from './env.ts';
-import { processCpuSeconds, round, sleep, type CpuReport } from './measure.ts';
+import { round, sleep } from './measure.ts';
 import type { ScramKeyCache } from './scram.ts';
 
 export const POOL_SIZE = 3;
@@ -363,27 +363,6 @@ export function routesCheck(count: number): (s: NodeStatus[]) => true | string {
 
 // ---- measurements -----------------------------------------------------------------
 
-/** CPU of the load generator and of several server processes (summed) over a phase. */
-export function poolCpuMeter(pids: number[]): () => CpuReport & { per_node_cpu_s: number[] } {
-  const t0 = performance.now();
-  const c0 = process.cpuUsage();
-  const s0 = pids.map(processCpuSeconds);
-  return () => {
-    const wall = (performance.now() - t0) / 1000;
-    const c = process.cpuUsage(c0);
-    const mine = (c.user + c.system) / 1e6;
-    const per = pids.map((p, i) => round(processCpuSeconds(p) - s0[i], 2));
-    const server = per.reduce((a, b) => a + b, 0);
-    return {
-      wall_s: round(wall, 3),
-      loadgen_cpu_s: round(mine, 2),
-      loadgen_cpu_pct: round((100 * mine) / wall, 0),
-      server_cpu_s: round(server, 2),
-      server_cpu_pct: round((100 * server) / wall, 0),
-      per_node_cpu_s: per,
-    };
-  };
-}
 
 /** tcp_info bytes_received per connection (local and peer address), from ss(8). */
 export type WireSnapshot = Map<string, number>;
