@@ -14,6 +14,7 @@ import { loadModules } from './modules/loader.ts';
 import { defaultModules } from './modules/index.ts';
 import type { Module } from './modules/api.ts';
 import { C2SServer } from './c2s/server.ts';
+import { PoolCertificate } from './c2s/pool-certificate.ts';
 import { SCRAM_SHA_1, SCRAM_SHA_256 } from './c2s/sasl/scram.ts';
 import { PLAIN } from './c2s/sasl/plain.ts';
 import { loadTlsMaterial, secureContextOptions } from './c2s/tls.ts';
@@ -107,12 +108,16 @@ export async function startNode(config: Config, log: Logger, opts: { modules?: M
     },
   });
   let poolRouting: PoolRouting | null = null;
+  let poolCert: PoolCertificate | null = null;
   if (pool) {
     poolRouting = new PoolRouting({
       router, pool, store, log: log.child('pool-routing'), clock: userData.kv.clock,
       onConflict: (session: Session) => void c2s.kick(session, conflictError()),
     });
     await poolRouting.start();
+    if (material.selfSigned) {
+      poolCert = await PoolCertificate.start({ pool, store, clock: userData.kv.clock, material, c2s, log: log.child('pool-tls'), domain });
+    }
   }
   await c2s.start();
   const started = Date.now();
@@ -134,6 +139,7 @@ export async function startNode(config: Config, log: Logger, opts: { modules?: M
       userData: pool ? { digest: userData.digest() } : undefined,
       // Every session of the pool and the node that serves it (full JID -> server id).
       routeTable: poolRouting ? Object.fromEntries(poolRouting.routes.entries().map(([k, v]) => [k, v.server])) : undefined,
+      tlsFingerprint: poolCert?.fingerprint,
       digests: pool && poolRouting ? { routes: poolRouting.routes.digest(), userData: userData.digest() } : undefined,
     }),
     users: {
@@ -163,6 +169,7 @@ export async function startNode(config: Config, log: Logger, opts: { modules?: M
         await admin.stop();
         await c2s.stop();
         await poolRouting?.stop();
+        await poolCert?.stop();
         await modules.stop();
         await userData.stop();
         await pool?.stop();

@@ -37,14 +37,15 @@ export class C2SServer {
   readonly hooks: Hooks;
   readonly log: Logger;
   readonly info: ServerInfo;
-  readonly secureContext: tls.SecureContext | null;
+  secureContext: tls.SecureContext | null;
   readonly mechanisms: SaslMechanismFactory[];
   readonly saslBackend: SaslBackend;
   readonly throttle: AuthThrottle;
   readonly connections = new Set<Connection>();
   readonly resumable = new Map<string, Session>();
   #servers: net.Server[] = [];
-  readonly #tlsOptions: tls.SecureContextOptions | null;
+  #tlsOptions: tls.SecureContextOptions | null;
+  #tlsServer: tls.Server | null = null;
   #stopping = false;
   /** Ports actually bound (after listen; useful with port 0). */
   readonly ports = { c2s: 0, tls: 0 };
@@ -77,7 +78,15 @@ export class C2SServer {
       secure.on('tlsClientError', (e) => this.log.debug('TLS handshake failed:', e.message));
       this.ports.tls = await listen(secure, this.opts.bind, this.opts.tlsPort);
       this.#servers.push(secure);
+      this.#tlsServer = secure;
     }
+  }
+
+  /** Serves another certificate from now on (new connections; open ones keep theirs). */
+  setTls(options: tls.SecureContextOptions): void {
+    this.#tlsOptions = options;
+    this.secureContext = tls.createSecureContext(options);
+    this.#tlsServer?.setSecureContext({ ...options, ALPNProtocols: ['xmpp-client'] } as tls.SecureContextOptions);
   }
 
   #accept(socket: net.Socket, secure: boolean): void {

@@ -135,3 +135,10 @@ export async function loadTlsMaterial(opts: { domain: string; dataDir: string; c
 export function secureContextOptions(m: TlsMaterial): SecureContextOptions {
   return { key: m.key, cert: m.cert, minVersion: 'TLSv1.2' };
 }
+
+/** Replaces the generated self-signed pair in the data dir (a pool adopting one certificate for all its nodes). */
+export async function saveSelfSigned(m: TlsMaterial, pair: { cert: string; key: string }): Promise<TlsMaterial> {
+  await writeAtomically(m.keyPath, pair.key, 0o600);
+  await writeAtomically(m.certPath, pair.cert, 0o644);
+  return { ...m, ...pair };
+}
