@@ -18,6 +18,7 @@
 //   - Stanzas between the user and their own server (its domain, the own account)
 //     are never blocked, even when the user blocks the server's domain: the user
 //     could not unblock it otherwise.
+import { KeyedLock } from '../store/keyed-lock.ts';
 import { x } from '../xmpp/element.ts';
 import type { Element } from '../xmpp/element.ts';
 import { NS } from '../xmpp/ns.ts';
@@ -276,7 +277,7 @@ export class BlocklistCache {
   readonly #store: BlocklistStore;
   readonly #lists = new Map<string, Set<string>>();
   readonly #loading = new Map<string, Promise<Set<string>>>();
-  readonly #locks = new Map<string, Promise<unknown>>();
+  readonly #locks = new KeyedLock();
   /** Per account, bumped by remote changes. */
   readonly #gen = new Map<string, number>();
   readonly #unsubscribe: () => void;
@@ -327,7 +328,7 @@ export class BlocklistCache {
 
   /** Returns the JIDs that were not blocked before. */
   block(user: string, jids: readonly string[]): Promise<string[]> {
-    return this.#locked(user, async () => {
+    return this.#locks.run(user, async () => {
       const set = await this.get(user);
       const added = jids.filter((j) => !set.has(j));
       await this.#store.add(user, added);
@@ -338,7 +339,7 @@ export class BlocklistCache {
 
   /** Returns the JIDs that were blocked before. */
   unblock(user: string, jids: readonly string[]): Promise<string[]> {
-    return this.#locked(user, async () => {
+    return this.#locks.run(user, async () => {
       const set = await this.get(user);
       const removed = jids.filter((j) => set.has(j));
       await this.#store.remove(user, removed);
@@ -348,7 +349,7 @@ export class BlocklistCache {
   }
 
   unblockAll(user: string): Promise<string[]> {
-    return this.#locked(user, async () => {
+    return this.#locks.run(user, async () => {
       const set = await this.get(user);
       const removed = await this.#store.clear(user);
       set.clear();
@@ -361,18 +362,6 @@ export class BlocklistCache {
     for (const key of this.#lists.keys()) {
       this.#lists.delete(key);
       if (--n === 0) break;
-    }
-  }
-
-  async #locked<T>(user: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.#locks.get(user) ?? Promise.resolve();
-    const run = prev.then(fn);
-    const tail = run.then(() => undefined, () => undefined);
-    this.#locks.set(user, tail);
-    try {
-      return await run;
-    } finally {
-      if (this.#locks.get(user) === tail) this.#locks.delete(user);
     }
   }
 }

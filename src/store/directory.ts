@@ -13,6 +13,7 @@
 // UserExistsError (XEP-0077 conflict). Exactly one wins while gossip arrives
 // within the settle time; under a partition both may "succeed" and the later
 // write wins when it heals.
+import { KeyedLock } from './keyed-lock.ts';
 import type { Store } from './db.ts';
 import { kvProvider, type KV, type KVProvider } from './kv.ts';
 import {
@@ -71,7 +72,7 @@ export class EmbeddedDirectory implements UserDirectory {
   readonly #settleMs: number;
   // Per-name queue of mutations: LevelDB has no compare-and-set, so the check for an
   // existing account and the write must not interleave with another write of that name.
-  readonly #locks = new Map<string, Promise<unknown>>();
+  readonly #locks = new KeyedLock();
 
   /** A Store means its plain LevelDB keyspaces (one node, the CLI). */
   constructor(src: Store | KVProvider, opts: { iterations?: number } = {}) {
@@ -99,7 +100,7 @@ export class EmbeddedDirectory implements UserDirectory {
     checkName(username);
     // Derived outside the lock: PBKDF2 is the slow part and needs no exclusivity.
     const creds = await deriveCredentials(password, this.#iterations);
-    await this.#withLock(username, async () => {
+    await this.#locks.run(username, async () => {
       if ((await this.#accounts.get(username)) !== undefined) throw new UserExistsError(username);
       await this.#accounts.put(username, { creds, created: Date.now() });
       if (this.#settleMs > 0) {
@@ -114,7 +115,7 @@ export class EmbeddedDirectory implements UserDirectory {
   async setPassword(username: string, password: string): Promise<void> {
     checkName(username);
     const creds = await deriveCredentials(password, this.#iterations);
-    await this.#withLock(username, async () => {
+    await this.#locks.run(username, async () => {
       const rec = await this.#accounts.get(username);
       if (!rec) throw new UnknownUserError(username);
       await this.#accounts.put(username, { ...rec, creds });
@@ -123,7 +124,7 @@ export class EmbeddedDirectory implements UserDirectory {
 
   async delete(username: string): Promise<void> {
     checkName(username);
-    await this.#withLock(username, async () => {
+    await this.#locks.run(username, async () => {
       if ((await this.#accounts.get(username)) === undefined) throw new UnknownUserError(username);
       await this.#accounts.del(username);
     });
@@ -131,20 +132,6 @@ export class EmbeddedDirectory implements UserDirectory {
 
   list(): Promise<string[]> {
     return this.#accounts.keys();
-  }
-
-  async #withLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.#locks.get(name) ?? Promise.resolve();
-    const run = prev.then(fn);
-    // The queue holds a promise that never rejects, so that one failed mutation
-    // neither stops the next one nor surfaces as an unhandled rejection.
-    const tail = run.then(() => undefined, () => undefined);
-    this.#locks.set(name, tail);
-    try {
-      return await run;
-    } finally {
-      if (this.#locks.get(name) === tail) this.#locks.delete(name);
-    }
   }
 }
 

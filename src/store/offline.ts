@@ -32,6 +32,7 @@
 //    they won and the message reaches both resources: at least once, never
 //    lost. We chose duplicates over loss, and over delaying every login
 //    behind a pool-wide lock that a partition could hold.
+import { KeyedLock } from './keyed-lock.ts';
 import { randomBytes } from 'node:crypto';
 import type { Store } from './db.ts';
 import { kvProvider, type KV, type KVProvider } from './kv.ts';
@@ -72,8 +73,8 @@ export class OfflineStore {
   readonly #leaseMs: number;
   // Pushes of one user run alone (limit check, then write); so do drains. A
   // push does not wait for a drain, which may wait for another node's claim.
-  readonly #pushLocks = new Map<string, Promise<unknown>>();
-  readonly #drainLocks = new Map<string, Promise<unknown>>();
+  readonly #pushLocks = new KeyedLock();
+  readonly #drainLocks = new KeyedLock();
 
   /** A Store means its plain LevelDB keyspaces. */
   constructor(src: Store | KVProvider, opts: { leaseMs?: number } = {}) {
@@ -90,7 +91,7 @@ export class OfflineStore {
    */
   push(user: string, xml: string, limit: number): Promise<boolean> {
     checkUser(user);
-    return withLock(this.#pushLocks, user, async () => {
+    return this.#pushLocks.run(user, async () => {
       const keys = await this.#messageKeys(user);
       if (keys.length >= limit) return false;
       // After a restart with the clock set back, the stamp must still sort after the queue.
@@ -127,7 +128,7 @@ export class OfflineStore {
    */
   drain(user: string, deliver: (messages: StoredMessage[]) => string[] | Promise<string[]>): Promise<number> {
     checkUser(user);
-    return withLock(this.#drainLocks, user, () => (this.#settleMs > 0 ? this.#drainClaimed(user, deliver) : this.#drainOnce(user, deliver, null)));
+    return this.#drainLocks.run(user, () => (this.#settleMs > 0 ? this.#drainClaimed(user, deliver) : this.#drainOnce(user, deliver, null)));
   }
 
   /**
@@ -239,18 +240,6 @@ function claimKey(user: string): string {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
-}
-
-async function withLock<T>(locks: Map<string, Promise<unknown>>, user: string, fn: () => Promise<T>): Promise<T> {
-  const prev = locks.get(user) ?? Promise.resolve();
-  const run = prev.then(fn, fn);
-  const tail = run.catch(() => undefined);
-  locks.set(user, tail);
-  try {
-    return await run;
-  } finally {
-    if (locks.get(user) === tail) locks.delete(user);
-  }
 }
 
 function checkUser(user: string): void {

@@ -19,6 +19,7 @@
 // version number, and a client that cached the roster between them may miss
 // one until it fetches the whole roster. Loading therefore lifts the counter
 // to the highest item version seen, so versions never go backwards.
+import { KeyedLock } from './keyed-lock.ts';
 import { randomBytes } from 'node:crypto';
 import type { Store } from './db.ts';
 import { kvProvider, type KV, type KVOp, type KVProvider } from './kv.ts';
@@ -289,7 +290,7 @@ export class RosterStore {
    */
   readonly #gen = new Map<string, number>();
   /** Per-user queue: read-modify-write of one roster never interleaves (on this node). */
-  readonly #locks = new Map<string, Promise<unknown>>();
+  readonly #locks = new KeyedLock();
 
   /** A Store means its plain LevelDB keyspaces. */
   constructor(src: Store | KVProvider) {
@@ -340,7 +341,7 @@ export class RosterStore {
    * written. `fn` must not wait for another update of the same user.
    */
   update<T>(user: string, fn: (tx: RosterTx) => T | Promise<T>): Promise<UpdateResult<T>> {
-    return this.#locked(user, async () => {
+    return this.#locks.run(user, async () => {
       const gen = this.#gen.get(user);
       const base = await this.get(user);
       const tx = new RosterTx(base);
@@ -358,21 +359,10 @@ export class RosterStore {
 
   /** Deletes a user's whole roster (account removal). */
   clear(user: string): Promise<void> {
-    return this.#locked(user, async () => {
+    return this.#locks.run(user, async () => {
       await this.#kv.clear(`${user}/`);
       this.#cache.delete(user);
     });
-  }
-
-  #locked<T>(user: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.#locks.get(user) ?? Promise.resolve();
-    const run = prev.then(fn);
-    const tail = run.catch(() => undefined);
-    this.#locks.set(user, tail);
-    void tail.then(() => {
-      if (this.#locks.get(user) === tail) this.#locks.delete(user);
-    });
-    return run;
   }
 
   #invalidate(user: string): void {
