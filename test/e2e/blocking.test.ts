@@ -3,7 +3,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { rmSync } from 'node:fs';
 import { startServer, trustServerCert, tempDir, type TestServer } from '../helpers/imnode.ts';
-import { connect, xml, type TestClient, type XmlEl } from '../helpers/xmppjs.ts';
+import { connect, xml, type TestClient, type XmlEl, expectIqError } from '../helpers/xmppjs.ts';
 
 // xmpp.js's iqCaller attaches its handler to an IQ's promise only after the
 // socket write callback; an error answer that beats it is an "unhandled"
@@ -44,16 +44,6 @@ test.after(async () => {
   rmSync(dataDir, { recursive: true, force: true });
 });
 
-async function iqError(c: TestClient, el: XmlEl): Promise<{ condition: string; type: string; application?: XmlEl }> {
-  try {
-    const r = await c.iq(el);
-    throw new Error('expected an error, got ' + r.toString());
-  } catch (e) {
-    const err = e as { condition?: string; type?: string; application?: XmlEl };
-    if (!err.condition) throw e;
-    return { condition: err.condition, type: err.type ?? '', application: err.application };
-  }
-}
 
 /** Everything the server got from `c` before this call has been processed once it resolves. */
 async function barrier(c: TestClient): Promise<void> {
@@ -89,11 +79,11 @@ test('the blocklist starts empty and the feature is announced', async () => {
 });
 
 test('malformed commands: bad-request and jid-malformed', async () => {
-  assert.is((await iqError(alice, blockCmd('block'))).condition, 'bad-request');
-  assert.is((await iqError(alice, blockCmd('block', 'not a@jid@'))).condition, 'jid-malformed');
-  assert.is((await iqError(alice, xml('iq', { type: 'set' }, xml('item', { xmlns: BLOCKING })))).condition, 'bad-request');
+  assert.is((await expectIqError(alice, blockCmd('block'))).condition, 'bad-request');
+  assert.is((await expectIqError(alice, blockCmd('block', 'not a@jid@'))).condition, 'jid-malformed');
+  assert.is((await expectIqError(alice, xml('iq', { type: 'set' }, xml('item', { xmlns: BLOCKING })))).condition, 'bad-request');
   // Someone else's blocklist is none of bob's business.
-  assert.is((await iqError(bob, xml('iq', { type: 'get', to: aliceJid }, xml('blocklist', { xmlns: BLOCKING })))).condition, 'service-unavailable');
+  assert.is((await expectIqError(bob, xml('iq', { type: 'get', to: aliceJid }, xml('blocklist', { xmlns: BLOCKING })))).condition, 'service-unavailable');
   assert.equal(await blocklist(alice), []);
 });
 
@@ -129,9 +119,9 @@ test('presence from a blocked user does not arrive, and no error comes back', as
 });
 
 test('IQs from a blocked user: service-unavailable, to full and bare JIDs', async () => {
-  const e1 = await iqError(bob, xml('iq', { type: 'get', to: `${aliceJid}/a1` }, xml('ping', { xmlns: 'urn:xmpp:ping' })));
+  const e1 = await expectIqError(bob, xml('iq', { type: 'get', to: `${aliceJid}/a1` }, xml('ping', { xmlns: 'urn:xmpp:ping' })));
   assert.is(e1.condition, 'service-unavailable');
-  const e2 = await iqError(bob, xml('iq', { type: 'get', to: aliceJid }, xml('vCard', { xmlns: 'vcard-temp' })));
+  const e2 = await expectIqError(bob, xml('iq', { type: 'get', to: aliceJid }, xml('vCard', { xmlns: 'vcard-temp' })));
   assert.is(e2.condition, 'service-unavailable');
   assert.not.ok(alice.received.some((s) => s.name === 'iq' && s.attrs.from?.startsWith(bobJid)), 'the IQ reached alice');
 });
@@ -143,7 +133,7 @@ test('sending to a blocked user: not-acceptable with <blocked/>, nothing deliver
   assert.is(e.attrs.type, 'cancel');
   assert.ok(e.getChild('not-acceptable', STANZAS), err.toString());
   assert.ok(e.getChild('blocked', ERRORS), err.toString());
-  const iqErr = await iqError(alice, xml('iq', { type: 'get', to: `${bobJid}/b1` }, xml('ping', { xmlns: 'urn:xmpp:ping' })));
+  const iqErr = await expectIqError(alice, xml('iq', { type: 'get', to: `${bobJid}/b1` }, xml('ping', { xmlns: 'urn:xmpp:ping' })));
   assert.is(iqErr.condition, 'not-acceptable');
   assert.ok(iqErr.application?.is('blocked', ERRORS), 'no <blocked/> in the IQ error');
   // Directed presence: dropped without an error.

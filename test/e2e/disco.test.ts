@@ -2,7 +2,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { startServer, trustServerCert, type TestServer } from '../helpers/imnode.ts';
-import { connect, xml, type TestClient, type XmlEl } from '../helpers/xmppjs.ts';
+import { connect, xml, type TestClient, type XmlEl, expectIqError } from '../helpers/xmppjs.ts';
 
 // xmpp.js's iqCaller attaches its handler to an IQ's promise only after the
 // socket write callback; an error answer that beats it is an "unhandled"
@@ -29,16 +29,6 @@ test.after(async () => {
   await server?.stop();
 });
 
-async function iqError(c: TestClient, el: XmlEl): Promise<{ condition: string; type: string }> {
-  try {
-    const r = await c.iq(el);
-    throw new Error('expected an error, got ' + r.toString());
-  } catch (e) {
-    const err = e as { condition?: string; type?: string };
-    if (!err.condition) throw e;
-    return { condition: err.condition, type: err.type ?? '' };
-  }
-}
 
 function features(q: XmlEl): string[] {
   return q.getChildren('feature').map((f) => f.attrs.var);
@@ -60,7 +50,7 @@ test('disco#info of the server: server/im identity and the declared features', a
 });
 
 test('disco#info of the server with an unknown node: item-not-found', async () => {
-  const err = await iqError(alice, xml('iq', { type: 'get', to: server.domain }, xml('query', { xmlns: INFO, node: 'no-such-node' })));
+  const err = await expectIqError(alice, xml('iq', { type: 'get', to: server.domain }, xml('query', { xmlns: INFO, node: 'no-such-node' })));
   assert.is(err.condition, 'item-not-found');
   assert.is(err.type, 'cancel');
 });
@@ -70,7 +60,7 @@ test('disco#items of the server: an empty list for now', async () => {
   const q = r.getChild('query', ITEMS)!;
   assert.ok(q, r.toString());
   assert.is(q.getChildren('item').length, 0);
-  const err = await iqError(alice, xml('iq', { type: 'get', to: server.domain }, xml('query', { xmlns: ITEMS, node: 'x' })));
+  const err = await expectIqError(alice, xml('iq', { type: 'get', to: server.domain }, xml('query', { xmlns: ITEMS, node: 'x' })));
   assert.is(err.condition, 'item-not-found');
 });
 
@@ -96,9 +86,9 @@ test('disco#info of another existing account is answered by the server', async (
 });
 
 test('disco of an account that does not exist: service-unavailable', async () => {
-  const err = await iqError(alice, xml('iq', { type: 'get', to: `nobody@${server.domain}` }, xml('query', { xmlns: INFO })));
+  const err = await expectIqError(alice, xml('iq', { type: 'get', to: `nobody@${server.domain}` }, xml('query', { xmlns: INFO })));
   assert.is(err.condition, 'service-unavailable');
-  const err2 = await iqError(alice, xml('iq', { type: 'get', to: `nobody@${server.domain}` }, xml('query', { xmlns: ITEMS })));
+  const err2 = await expectIqError(alice, xml('iq', { type: 'get', to: `nobody@${server.domain}` }, xml('query', { xmlns: ITEMS })));
   assert.is(err2.condition, 'service-unavailable');
 });
 

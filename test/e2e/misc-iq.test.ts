@@ -4,7 +4,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { readFileSync } from 'node:fs';
 import { startServer, trustServerCert, ROOT, type TestServer } from '../helpers/imnode.ts';
-import { connect, xml, type TestClient, type XmlEl } from '../helpers/xmppjs.ts';
+import { connect, xml, type TestClient, type XmlEl, expectIqError } from '../helpers/xmppjs.ts';
 
 // xmpp.js's iqCaller attaches its handler to an IQ's promise only after the
 // socket write callback; an error answer that beats it is an "unhandled"
@@ -25,16 +25,6 @@ test.after(async () => {
   await server?.stop();
 });
 
-async function iqError(c: TestClient, el: XmlEl): Promise<{ condition: string; type: string }> {
-  try {
-    const r = await c.iq(el);
-    throw new Error('expected an error, got ' + r.toString());
-  } catch (e) {
-    const err = e as { condition?: string; type?: string };
-    if (!err.condition) throw e;
-    return { condition: err.condition, type: err.type ?? '' };
-  }
-}
 
 test('XEP-0199 ping of the server: an empty result', async () => {
   const r = await alice.iq(xml('iq', { type: 'get', to: server.domain }, xml('ping', { xmlns: 'urn:xmpp:ping' })));
@@ -83,20 +73,20 @@ test('XEP-0202 time: tzo and a UTC time with milliseconds close to ours', async 
 });
 
 test('an IQ in an unknown namespace to the server: service-unavailable', async () => {
-  const err = await iqError(alice, xml('iq', { type: 'get', to: server.domain }, xml('query', { xmlns: 'urn:example:nothing' })));
+  const err = await expectIqError(alice, xml('iq', { type: 'get', to: server.domain }, xml('query', { xmlns: 'urn:example:nothing' })));
   assert.is(err.condition, 'service-unavailable');
   assert.is(err.type, 'cancel');
-  const err2 = await iqError(alice, xml('iq', { type: 'set', to: server.domain }, xml('query', { xmlns: 'urn:example:nothing' })));
+  const err2 = await expectIqError(alice, xml('iq', { type: 'set', to: server.domain }, xml('query', { xmlns: 'urn:example:nothing' })));
   assert.is(err2.condition, 'service-unavailable');
 });
 
 test('an IQ in an unknown namespace to an account: service-unavailable', async () => {
-  const err = await iqError(alice, xml('iq', { type: 'get' }, xml('query', { xmlns: 'urn:example:nothing' })));
+  const err = await expectIqError(alice, xml('iq', { type: 'get' }, xml('query', { xmlns: 'urn:example:nothing' })));
   assert.is(err.condition, 'service-unavailable');
 });
 
 test('an IQ to the full JID of an offline resource: service-unavailable', async () => {
-  const err = await iqError(alice, xml('iq', { type: 'get', to: `alice@${server.domain}/not-here` }, xml('ping', { xmlns: 'urn:xmpp:ping' })));
+  const err = await expectIqError(alice, xml('iq', { type: 'get', to: `alice@${server.domain}/not-here` }, xml('ping', { xmlns: 'urn:xmpp:ping' })));
   assert.is(err.condition, 'service-unavailable');
 });
 

@@ -3,7 +3,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { rmSync } from 'node:fs';
 import { startServer, trustServerCert, tempDir, type TestServer } from '../helpers/imnode.ts';
-import { connect, xml, type TestClient, type XmlEl } from '../helpers/xmppjs.ts';
+import { connect, xml, type TestClient, type XmlEl, expectIqError } from '../helpers/xmppjs.ts';
 
 // xmpp.js's iqCaller attaches its handler to an IQ's promise only after the
 // socket write callback; an error answer that beats it is an "unhandled"
@@ -35,16 +35,6 @@ test.after(async () => {
   rmSync(dataDir, { recursive: true, force: true });
 });
 
-async function iqError(c: TestClient, el: XmlEl): Promise<{ condition: string; type: string }> {
-  try {
-    const r = await c.iq(el);
-    throw new Error('expected an error, got ' + r.toString());
-  } catch (e) {
-    const err = e as { condition?: string; type?: string };
-    if (!err.condition) throw e;
-    return { condition: err.condition, type: err.type ?? '' };
-  }
-}
 
 // Base64 with line breaks, as clients write it: must come back unchanged.
 const PHOTO = 'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk\n+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==';
@@ -87,14 +77,14 @@ test("another user's vCard is answered by the server from the bare JID", async (
 });
 
 test('no vCard and no account give the same error: service-unavailable', async () => {
-  const a = await iqError(bob, xml('iq', { type: 'get', to: `carol@${server.domain}` }, xml('vCard', { xmlns: VCARD })));
-  const b = await iqError(bob, xml('iq', { type: 'get', to: `nobody@${server.domain}` }, xml('vCard', { xmlns: VCARD })));
+  const a = await expectIqError(bob, xml('iq', { type: 'get', to: `carol@${server.domain}` }, xml('vCard', { xmlns: VCARD })));
+  const b = await expectIqError(bob, xml('iq', { type: 'get', to: `nobody@${server.domain}` }, xml('vCard', { xmlns: VCARD })));
   assert.is(a.condition, 'service-unavailable');
   assert.is(b.condition, 'service-unavailable');
 });
 
 test("setting someone else's vCard is forbidden and changes nothing", async () => {
-  const err = await iqError(bob, xml('iq', { type: 'set', to: `alice@${server.domain}` }, aliceCard('Mallory')));
+  const err = await expectIqError(bob, xml('iq', { type: 'set', to: `alice@${server.domain}` }, aliceCard('Mallory')));
   assert.is(err.condition, 'forbidden');
   const r = await bob.iq(xml('iq', { type: 'get', to: `alice@${server.domain}` }, xml('vCard', { xmlns: VCARD })));
   assert.is(r.getChild('vCard', VCARD)!.getChildText('FN'), 'Alice Liddell');
@@ -102,7 +92,7 @@ test("setting someone else's vCard is forbidden and changes nothing", async () =
 
 test('a vCard over --max-vcard-size is refused and the old one kept', async () => {
   const big = xml('vCard', { xmlns: VCARD }, xml('FN', {}, 'Big'), xml('DESC', {}, 'x'.repeat(5000)));
-  const err = await iqError(alice, xml('iq', { type: 'set' }, big));
+  const err = await expectIqError(alice, xml('iq', { type: 'set' }, big));
   assert.is(err.condition, 'not-acceptable');
   const r = await alice.iq(xml('iq', { type: 'get' }, xml('vCard', { xmlns: VCARD })));
   assert.is(r.getChild('vCard', VCARD)!.getChildText('FN'), 'Alice Liddell');

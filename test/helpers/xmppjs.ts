@@ -66,6 +66,17 @@ export class IqError extends Error {
   }
 }
 
+/** Sends an IQ that must fail; resolves with its error (a result rejects). */
+export async function expectIqError(c: TestClient, el: XmlEl): Promise<IqError> {
+  try {
+    const r = await c.iq(el);
+    throw new Error('expected an error, got ' + r.toString());
+  } catch (e) {
+    if (!(e instanceof IqError)) throw e;
+    return e;
+  }
+}
+
 function stanzaError(reply: XmlEl): IqError {
   return new IqError(reply);
 }
