@@ -5,7 +5,7 @@
 // and open the data dir directly otherwise.
 // Exit codes: 0 ok, 1 the operation failed, 2 bad usage or config.
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { VERSION } from '../src/admin/version.ts';
 import { defaultConfigFile } from '../src/admin/core-options.ts';
 import { checkPoolConfig } from '../src/pool/options.ts';
 // Modules declare their own options when imported; load them before parsing flags.
@@ -41,11 +41,6 @@ coserver edits the "peer" list of --config FILE, by default <data-dir>/imnode.js
 
 Options:
 `;
-
-async function version(): Promise<string> {
-  const pkg = JSON.parse(await readFile(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
-  return pkg.version;
-}
 
 // ---- server ----------------------------------------------------------------------
 
@@ -102,7 +97,7 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (flags.includes('--version')) {
-    process.stdout.write(`imnode ${await version()}\n`);
+    process.stdout.write(`imnode ${VERSION}\n`);
     return 0;
   }
   let { config, positionals } = await loadConfig(argv, process.env);

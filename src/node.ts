@@ -26,9 +26,8 @@ import { PoolRouting, conflictError } from './router/pool-routing.ts';
 import type { Session } from './c2s/session.ts';
 import { startAdminServer, type AdminServer } from './admin/admin-server.ts';
 import { StreamError } from './xmpp/errors.ts';
-import { readFileSync } from 'node:fs';
+import { VERSION } from './admin/version.ts';
 
-const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
 export interface RunningNode {
   readonly domain: string;

@@ -1,7 +1,7 @@
 // XEP-0092 Software Version §2: the server's name and version, and its operating
 // system only when the operator allows it (§4 security considerations: the OS
 // helps an attacker pick an exploit).
-import { readFile } from 'node:fs/promises';
+import { VERSION } from '../admin/version.ts';
 import * as os from 'node:os';
 import { x } from '../xmpp/element.ts';
 import { NS } from '../xmpp/ns.ts';
@@ -15,14 +15,12 @@ declareOptions([
 
 export const version: Module = {
   name: 'version',
-  async load(m) {
-    const pkg = JSON.parse(await readFile(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: string };
-    const ver = pkg.version ?? 'unknown';
+  load(m) {
     const showOs = m.config['hide-os-version'] === false;
     m.feature(NS.version);
     m.iq('get', 'host', NS.version, () => x('query', { xmlns: NS.version },
       x('name', null, 'imnode'),
-      x('version', null, ver),
+      x('version', null, VERSION),
       showOs ? x('os', null, `${os.type()} ${os.release()}`) : null,
     ));
   },
