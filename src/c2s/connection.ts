@@ -395,8 +395,7 @@ export class Connection {
     if (el.getChild('session', NS.session) && el.attrs.type === 'set') {
       return this.write(x('iq', { type: 'result', id: el.attrs.id ?? '' }).toString());
     }
-    const err = new StanzaError('not-authorized', 'bind a resource first');
-    this.write(x('iq', { type: 'error', id: el.attrs.id ?? '' }, err.toElement()).toString());
+    this.#iqError(el, new StanzaError('not-authorized', 'bind a resource first'));
   }
 
   #bind(iq: Element, bind: Element): Promise<void> | void {

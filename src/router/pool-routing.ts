@@ -181,8 +181,7 @@ export class PoolRouting implements RemoteSessions {
   }
 
   get(full: string): Routable | undefined {
-    const bare = full.slice(0, full.indexOf('/') === -1 ? full.length : full.indexOf('/'));
-    return this.#index.get(bare)?.get(full);
+    return this.#index.get(bareOf(full))?.get(full);
   }
 
   /** Routes by the server id of their owner: how many sessions this node believes each node serves. */
@@ -223,7 +222,8 @@ export class PoolRouting implements RemoteSessions {
     const key = s.jid.toString();
     // A newer binding elsewhere owns the key now: leave it alone.
     if (this.routes.get(key)?.node !== this.#d.pool.peerId) return;
-    if (this.#d.router.getLocalSession(s.jid) && this.#d.router.getLocalSession(s.jid) !== s) return;
+    const current = this.#d.router.getLocalSession(s.jid);
+    if (current && current !== s) return;
     await this.routes.del(key);
     this.#reportLoad();
   }
@@ -334,8 +334,7 @@ export class PoolRouting implements RemoteSessions {
   }
 
   #indexDel(full: string): void {
-    const slash = full.indexOf('/');
-    const bare = slash === -1 ? full : full.slice(0, slash);
+    const bare = bareOf(full);
     const m = this.#index.get(bare);
     const s = m?.get(full);
     if (!m || !s) return;
@@ -450,6 +449,12 @@ export class PoolRouting implements RemoteSessions {
     if (this.#routes?.get(target)?.node === this.#d.pool.peerId) void this.#routes.del(target);
     this.#reroute(target, stanza);
   }
+}
+
+/** The bare part of a (prepared) full JID string. */
+function bareOf(full: string): string {
+  const slash = full.indexOf('/');
+  return slash === -1 ? full : full.slice(0, slash);
 }
 
 interface Outgoing { target: RemoteSession; stanza: Element; frame: Buffer }
