@@ -6,23 +6,13 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as tls from 'node:tls';
-import { startServer, prepareTemplate, type StartOptions, type TestServer } from '../helpers/imnode.ts';
+import { startServer, prepareTemplate, type TestServer } from '../helpers/imnode.ts';
 import { connect, connectFails, type TestClient } from '../helpers/xmppjs.ts';
 import { Slix, slixArgs, slixLogin } from '../helpers/slix.ts';
-import { RawClient, trustOnly, NS_SASL, NS_TLS, NS_BIND, stanzaErrorCondition } from '../helpers/raw.ts';
+import { RawClient, trustOnly, withServer, NS_SASL, NS_TLS, NS_BIND, stanzaErrorCondition } from '../helpers/raw.ts';
 import type { Element } from '../../src/xmpp/element.ts';
 
 const USERS = { alice: 'wonderland', bob: 'builder' };
-
-async function withServer(opts: StartOptions, fn: (s: TestServer) => Promise<void>): Promise<void> {
-  const server = await startServer({ template: await prepareTemplate(USERS), ...opts });
-  trustOnly(server);
-  try {
-    await fn(server);
-  } finally {
-    await server.stop();
-  }
-}
 
 // Tests that need no special option share one server (started once, stopped in test.after).
 let shared: TestServer | null = null;
@@ -164,7 +154,7 @@ test('PLAIN is offered only over TLS; SCRAM is offered before', () => withShared
   }
 }));
 
-test('--require-tls never still keeps PLAIN behind TLS', () => withServer({ args: ['--require-tls', 'never'] }, async (server) => {
+test('--require-tls never still keeps PLAIN behind TLS', () => withServer(USERS, { args: ['--require-tls', 'never'] }, async (server) => {
   const c = await RawClient.to(server);
   try {
     const f = await c.hello(false);
@@ -178,7 +168,7 @@ test('--require-tls never still keeps PLAIN behind TLS', () => withServer({ args
   }
 }));
 
-test('--require-tls always: auth before STARTTLS fails with encryption-required', () => withServer({ args: ['--require-tls', 'always'] }, async (server) => {
+test('--require-tls always: auth before STARTTLS fails with encryption-required', () => withServer(USERS, { args: ['--require-tls', 'always'] }, async (server) => {
   const c = await RawClient.to(server);
   let s: Slix | undefined;
   try {
@@ -208,7 +198,7 @@ test('--require-tls always: auth before STARTTLS fails with encryption-required'
 
 // ---- failures ------------------------------------------------------------------------
 
-test('wrong password: not-authorized, after at least --auth-fail-delay', () => withServer({ args: ['--auth-fail-delay', '200ms'] }, async (server) => {
+test('wrong password: not-authorized, after at least --auth-fail-delay', () => withServer(USERS, { args: ['--auth-fail-delay', '200ms'] }, async (server) => {
   const err = await connectFails(server, { username: 'alice', password: 'not-the-password', mechanism: 'SCRAM-SHA-1' }) as Error & { condition?: string };
   assert.is(err.condition, 'not-authorized', String(err));
   const c = await RawClient.to(server);
@@ -225,7 +215,7 @@ test('wrong password: not-authorized, after at least --auth-fail-delay', () => w
   }
 }));
 
-test('unknown user: not-authorized, as slowly as a wrong password', () => withServer({ args: ['--auth-fail-delay', '200ms'] }, async (server) => {
+test('unknown user: not-authorized, as slowly as a wrong password', () => withServer(USERS, { args: ['--auth-fail-delay', '200ms'] }, async (server) => {
   const err = await connectFails(server, { username: 'nobody', password: 'x', mechanism: 'SCRAM-SHA-1' }) as Error & { condition?: string };
   assert.is(err.condition, 'not-authorized', String(err));
   const s = await Slix.start({ name: 'nobody' });
@@ -248,7 +238,7 @@ test('unknown user: not-authorized, as slowly as a wrong password', () => withSe
   }
 }));
 
-test('repeated failures from one address get slower; a success resets that', () => withServer({ args: ['--auth-fail-delay', '50ms'] }, async (server) => {
+test('repeated failures from one address get slower; a success resets that', () => withServer(USERS, { args: ['--auth-fail-delay', '50ms'] }, async (server) => {
   const times: number[] = [];
   // One attempt per connection: the throttle must follow the address, not the stream.
   for (let i = 0; i < 6; i++) {
@@ -283,7 +273,7 @@ test('repeated failures from one address get slower; a success resets that', () 
   }
 }));
 
-test('too many attempts on one stream end it, even with the right password last', () => withServer({ args: ['--auth-fail-delay', '10ms'] }, async (server) => {
+test('too many attempts on one stream end it, even with the right password last', () => withServer(USERS, { args: ['--auth-fail-delay', '10ms'] }, async (server) => {
   const plain = (pw: string) => `<auth xmlns='${NS_SASL}' mechanism='PLAIN'>${Buffer.from(`\0alice\0${pw}`).toString('base64')}</auth>`;
   /** Sends an attempt; resolves with the SASL outcome or the stream error that ended the stream. */
   const attempt = async (c: RawClient, pw: string) => {

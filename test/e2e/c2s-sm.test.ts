@@ -7,23 +7,13 @@
 // client resuming by itself.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { startServer, prepareTemplate, type TestServer, type StartOptions } from '../helpers/imnode.ts';
+import type { TestServer } from '../helpers/imnode.ts';
 import { connect, xml, type TestClient, type XmlEl } from '../helpers/xmppjs.ts';
-import { RawClient, trustOnly, NS_SM, NS_BIND, NS_STANZAS } from '../helpers/raw.ts';
+import { RawClient, withServer, NS_SM, NS_BIND, NS_STANZAS } from '../helpers/raw.ts';
 import { slixLogin, type Slix } from '../helpers/slix.ts';
 import type { Element } from '../../src/xmpp/element.ts';
 
 const USERS = { alice: 'wonderland', bob: 'builder' };
-
-async function withServer(opts: StartOptions, fn: (s: TestServer) => Promise<void>): Promise<void> {
-  const server = await startServer({ template: await prepareTemplate(USERS), ...opts });
-  trustOnly(server);
-  try {
-    await fn(server);
-  } finally {
-    await server.stop();
-  }
-}
 
 const isStanza = (el: Element) => el.name === 'message' || el.name === 'presence' || el.name === 'iq';
 
@@ -78,7 +68,7 @@ async function receive(c: RawClient, bodies: string[], ms = 5000): Promise<void>
 
 // ---- enabling ---------------------------------------------------------------------------
 
-test('enable: <enabled/> with an id, resume and max; not twice; not before binding', () => withServer({}, async (server) => {
+test('enable: <enabled/> with an id, resume and max; not twice; not before binding', () => withServer(USERS, {}, async (server) => {
   const c = await RawClient.to(server);
   try {
     await c.hello();
@@ -120,7 +110,7 @@ test('enable: <enabled/> with an id, resume and max; not twice; not before bindi
 
 // ---- acknowledgements ---------------------------------------------------------------------
 
-test('<r/> is answered with the number of stanzas handled since <enable/>', () => withServer({}, async (server) => {
+test('<r/> is answered with the number of stanzas handled since <enable/>', () => withServer(USERS, {}, async (server) => {
   const { c, jid } = await smSession(server, 'alice', 'counter');
   try {
     // The presence sent before <enable/> does not count.
@@ -137,7 +127,7 @@ test('<r/> is answered with the number of stanzas handled since <enable/>', () =
   }
 }));
 
-test('the server asks for acks, and an h higher than what was sent ends the stream', () => withServer({}, async (server) => {
+test('the server asks for acks, and an h higher than what was sent ends the stream', () => withServer(USERS, {}, async (server) => {
   const { c, jid, enabled } = await smSession(server, 'alice', 'acked');
   const b = await sender(server);
   try {
@@ -162,7 +152,7 @@ test('the server asks for acks, and an h higher than what was sent ends the stre
 
 // ---- resumption -----------------------------------------------------------------------------
 
-test('resume after the TCP connection is cut: unacked and queued stanzas again, exactly once', () => withServer({}, async (server) => {
+test('resume after the TCP connection is cut: unacked and queued stanzas again, exactly once', () => withServer(USERS, {}, async (server) => {
   const first = await smSession(server, 'alice', 'sm');
   const b = await sender(server);
   let second: RawClient | null = null;
@@ -218,7 +208,7 @@ test('resume after the TCP connection is cut: unacked and queued stanzas again, 
   }
 }));
 
-test('resume while the old connection still looks alive: the old one is dropped', () => withServer({}, async (server) => {
+test('resume while the old connection still looks alive: the old one is dropped', () => withServer(USERS, {}, async (server) => {
   const first = await smSession(server, 'alice', 'twice');
   const second = await RawClient.to(server);
   try {
@@ -238,7 +228,7 @@ test('resume while the old connection still looks alive: the old one is dropped'
   }
 }));
 
-test('resume with an unknown id: <failed><item-not-found/>, and binding still works', () => withServer({}, async (server) => {
+test('resume with an unknown id: <failed><item-not-found/>, and binding still works', () => withServer(USERS, {}, async (server) => {
   const first = await smSession(server, 'alice', 'real');
   const c = await RawClient.to(server);
   try {
@@ -272,7 +262,7 @@ test('resume with an unknown id: <failed><item-not-found/>, and binding still wo
   }
 }));
 
-test('after --sm-resume-timeout, resumption fails and the unacknowledged messages go offline', () => withServer({ args: ['--sm-resume-timeout', '1s'] }, async (server) => {
+test('after --sm-resume-timeout, resumption fails and the unacknowledged messages go offline', () => withServer(USERS, { args: ['--sm-resume-timeout', '1s'] }, async (server) => {
   const first = await smSession(server, 'alice', 'gone');
   assert.is(first.enabled.attrs.max, '1');
   const b = await sender(server);
@@ -319,7 +309,7 @@ test('after --sm-resume-timeout, resumption fails and the unacknowledged message
 
 // ---- a real client -----------------------------------------------------------------------------
 
-test('xmpp.js enables SM and resumes by itself after its connection is cut', () => withServer({}, async (server) => {
+test('xmpp.js enables SM and resumes by itself after its connection is cut', () => withServer(USERS, {}, async (server) => {
   let alice: TestClient | null = null;
   const b = await sender(server);
   try {
@@ -351,7 +341,7 @@ test('xmpp.js enables SM and resumes by itself after its connection is cut', () 
   }
 }));
 
-test('slixmpp (xep_0198) resumes after its connection is cut', () => withServer({}, async (server) => {
+test('slixmpp (xep_0198) resumes after its connection is cut', () => withServer(USERS, {}, async (server) => {
   let alice: Slix | null = null;
   const b = await sender(server);
   try {

@@ -8,7 +8,7 @@ import * as tls from 'node:tls';
 import { StreamParser } from '../../src/xmpp/parser.ts';
 import type { Element } from '../../src/xmpp/element.ts';
 import type { StreamError } from '../../src/xmpp/errors.ts';
-import type { TestServer } from './imnode.ts';
+import { startServer, prepareTemplate, type StartOptions, type TestServer } from './imnode.ts';
 
 export const NS_STREAMS = 'urn:ietf:params:xml:ns:xmpp-streams';
 export const NS_STANZAS = 'urn:ietf:params:xml:ns:xmpp-stanzas';
@@ -28,6 +28,17 @@ const BASE_CA = tls.getCACertificates('default');
  */
 export function trustOnly(server: TestServer): void {
   tls.setDefaultCACertificates([...BASE_CA, server.certPem()]);
+}
+
+/** Runs fn against a fresh server with these accounts whose certificate alone this process trusts; stops it after. */
+export async function withServer(users: Record<string, string>, opts: StartOptions, fn: (s: TestServer) => Promise<void>): Promise<void> {
+  const server = await startServer({ template: await prepareTemplate(users), ...opts });
+  trustOnly(server);
+  try {
+    await fn(server);
+  } finally {
+    await server.stop();
+  }
 }
 
 export interface RawOptions {
