@@ -7,12 +7,19 @@
 //        account; no vCard and no account give the same error, service-unavailable,
 //        so that the answer does not tell which accounts exist.
 // The vCard is kept as the client sent it (base64 photos included).
+// With a directory that keeps profiles (LDAP), FN, EMAIL and PHOTO come from the
+// directory's attributes (--ldap-name-attribute, ...) and win over what the user
+// stored, which keeps the other fields; a user of the directory with no stored
+// vCard gets one made of the attributes alone.
 import { parseElement } from '../xmpp/parser.ts';
 import { NS } from '../xmpp/ns.ts';
-import { x } from '../xmpp/element.ts';
+import { x, type Element } from '../xmpp/element.ts';
 import { StanzaError } from '../xmpp/errors.ts';
 import { declareOptions } from '../admin/options.ts';
 import { VCardStore } from '../store/vcard.ts';
+import type { DirectoryProfile } from '../store/directory.ts';
+// Declares the --ldap-* options (the attribute mapping read here among them).
+import '../store/ldap/options.ts';
 import type { Module } from './api.ts';
 import type { AccountRemovedEvent } from './register.ts';
 
@@ -29,9 +36,16 @@ export const vcard: Module = {
     m.feature(NS.vcard);
     m.info.accountFeatures.add(NS.vcard);
 
+    const directory = m.directory;
     m.iq('get', 'bare', NS.vcard, async (ev) => {
       const own = ev.from.local === ev.to.local && ev.from.domain === ev.to.domain;
       const stored = await store.get(ev.to.local);
+      if (directory.profile) {
+        // null: not a user of the directory, whatever may be stored.
+        const profile = await directory.profile(ev.to.local);
+        if (profile) return withProfile(stored !== undefined ? parseElement(stored) : x('vCard', { xmlns: NS.vcard }), profile);
+        throw new StanzaError('service-unavailable');
+      }
       if (stored !== undefined) return parseElement(stored);
       if (own) return x('vCard', { xmlns: NS.vcard });
       throw new StanzaError('service-unavailable');
@@ -62,3 +76,17 @@ export const vcard: Module = {
     });
   },
 };
+
+/** XEP-0054 §7 fields from the directory replace the user's own. */
+export function withProfile(vcard: Element, p: DirectoryProfile): Element {
+  const out = vcard.clone();
+  out.attrs.xmlns = NS.vcard;
+  const replace = (name: string, el: Element | null): void => {
+    for (const old of out.getChildren(name)) out.remove(old);
+    if (el) out.append(el);
+  };
+  if (p.name) replace('FN', x('FN', null, p.name));
+  if (p.email) replace('EMAIL', x('EMAIL', null, x('INTERNET'), x('PREF'), x('USERID', null, p.email)));
+  if (p.photo) replace('PHOTO', x('PHOTO', null, x('TYPE', null, 'image/jpeg'), x('BINVAL', null, p.photo)));
+  return out;
+}

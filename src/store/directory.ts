@@ -14,6 +14,7 @@
 // within the settle time; under a partition both may "succeed" and the later
 // write wins when it heals.
 import { KeyedLock } from './keyed-lock.ts';
+import { StanzaError } from '../xmpp/errors.ts';
 import type { Store } from './db.ts';
 import { kvProvider, type KV, type KVProvider } from './kv.ts';
 import {
@@ -37,6 +38,50 @@ export interface UserDirectory {
   /** Throws UnknownUserError. */
   delete(username: string): Promise<void>;
   list(): Promise<string[]>;
+  // Optional parts, for directories other than the embedded one (LDAP):
+  /** false when getCredentials never returns keys (SCRAM is then not offered). Default true. */
+  readonly scram?: boolean;
+  /** false when create, setPassword and delete throw ReadOnlyDirectoryError. Default true. */
+  readonly writable?: boolean;
+  /** Profile attributes the directory keeps (vCard); null for an unknown user. */
+  profile?(username: string): Promise<DirectoryProfile | null>;
+  /** Names of the groups the user is in; [] for an unknown user. */
+  groups?(username: string): Promise<string[]>;
+  /** The user's groups with their members (prepared localparts), for shared roster groups. */
+  sharedGroups?(username: string): Promise<SharedGroup[]>;
+  /** Drops cached directory data of one user or of all; returns how many entries went. */
+  flushCache?(username?: string): Promise<number>;
+  /** Counters for the status page and the benchmark. */
+  stats?(): object;
+  start?(): Promise<void>;
+  stop?(): Promise<void>;
+}
+
+/** What a directory may know about a user besides the password. */
+export interface DirectoryProfile {
+  /** Display name (vCard FN). */
+  name?: string;
+  email?: string;
+  /** JPEG, base64. */
+  photo?: string;
+}
+
+export interface SharedGroup {
+  name: string;
+  /** Prepared localparts, the user included. */
+  members: string[];
+}
+
+/**
+ * The directory is managed elsewhere (LDAP): accounts are not created or changed
+ * here. A StanzaError, so that in-band password changes and removals (XEP-0077
+ * §3.2, §3.3) are refused with not-allowed rather than an internal error.
+ */
+export class ReadOnlyDirectoryError extends StanzaError {
+  constructor(message = 'the user directory is read-only (LDAP): manage accounts in the directory') {
+    super('not-allowed', message);
+    this.name = 'ReadOnlyDirectoryError';
+  }
 }
 
 export class UserExistsError extends Error {

@@ -5,6 +5,8 @@
 //    so a user registered on one node logs in on any other with the same
 //    roster, and an offline message stored on one node is delivered on another.
 // The stores take the KVProvider returned here and do not know which it is.
+// With an external directory (LDAP, shared by every node) the accounts are
+// not ours: nothing of them is kept or replicated, only the other user data.
 //
 // Plain keyspaces are an inbox in pool mode: at start, whatever they hold (the
 // data of a node that ran alone before joining a pool, accounts the offline
@@ -38,6 +40,8 @@ export interface UserDataOptions {
   settleMs?: number;
   /** Pool only: replication intervals (tests shorten them). */
   tuning?: ReplicationTuning;
+  /** An external directory (LDAP) instead of the embedded accounts, which are then neither kept nor replicated. */
+  directory?: UserDirectory;
 }
 
 export interface UserData {
@@ -61,23 +65,24 @@ export async function createUserData(opts: UserDataOptions): Promise<UserData> {
     const kv = new LevelKVProvider(store);
     return {
       kv,
-      directory: new EmbeddedDirectory(kv, { iterations: opts.iterations }),
+      directory: opts.directory ?? new EmbeddedDirectory(kv, { iterations: opts.iterations }),
       digest: () => null,
       sync: async () => undefined,
       stop: async () => undefined,
     };
   }
+  const names = opts.directory ? USER_DATA_KEYSPACES.filter((n) => n !== ACCOUNTS_KEYSPACE) : USER_DATA_KEYSPACES;
   const kv = await ReplicatedKVProvider.open({
-    store, pool, names: USER_DATA_KEYSPACES, log: log.child('user-data'),
+    store, pool, names, log: log.child('user-data'),
     settleMs: opts.settleMs, tuning: opts.tuning,
   });
-  await importPlain(store, kv, log);
+  await importPlain(store, kv, log, names);
   await kv.start();
-  log.info(`user data replicated in the pool: ${USER_DATA_KEYSPACES.join(', ')}`);
+  log.info(`user data replicated in the pool: ${names.join(', ')}`);
   let stopped: Promise<void> | null = null;
   return {
     kv,
-    directory: new EmbeddedDirectory(kv, { iterations: opts.iterations }),
+    directory: opts.directory ?? new EmbeddedDirectory(kv, { iterations: opts.iterations }),
     digest: () => kv.digest(),
     sync: () => kv.syncAll(),
     stop: () => (stopped ??= kv.stop()),
@@ -85,9 +90,9 @@ export async function createUserData(opts: UserDataOptions): Promise<UserData> {
 }
 
 /** Moves what the plain keyspaces hold into the replicated ones (see the note at the top). */
-export async function importPlain(store: Store, kv: ReplicatedKVProvider, log: Logger): Promise<number> {
+export async function importPlain(store: Store, kv: ReplicatedKVProvider, log: Logger, names: readonly string[] = USER_DATA_KEYSPACES): Promise<number> {
   let total = 0;
-  for (const name of USER_DATA_KEYSPACES) {
+  for (const name of names) {
     const plain = store.keyspace<unknown>(name);
     const target = kv.kv<unknown>(name);
     let ops: KVOp<unknown>[] = [];

@@ -9,6 +9,7 @@ import { Store } from '../../store/db.ts';
 import { EmbeddedDirectory, UnknownUserError, UserExistsError } from '../../store/directory.ts';
 import { prepDomain, prepLocal, prepPassword } from '../../xmpp/jid.ts';
 import { UsageError, Failure, Interrupted } from './errors.ts';
+import { ldapEnabled } from '../../store/ldap/options.ts';
 
 // ---- accounts --------------------------------------------------------------------
 
@@ -260,6 +261,10 @@ export async function userCommand(args: string[], config: Config): Promise<void>
   }
   const [min, max, params] = arity[action];
   if (rest.length < min || rest.length > max) throw new UsageError(`usage: imnode user ${action}${params}`);
+  // Accounts live in the directory then; an embedded account made here would never be used.
+  if (action !== 'list' && ldapEnabled(config)) {
+    throw new Failure(`user ${action}: the accounts are in the LDAP directory (--ldap-url): manage them there`);
+  }
   let domain: string;
   try {
     domain = prepDomain(getString(config, 'domain'));
