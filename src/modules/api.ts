@@ -11,6 +11,7 @@ import type { KVProvider } from '../store/kv.ts';
 import type { Logger } from '../admin/log.ts';
 import type { Session } from '../c2s/session.ts';
 import type { ServerInfo } from './server-info.ts';
+import type { Pool } from '../pool/types.ts';
 
 export type Config = Record<string, unknown>;
 
@@ -33,6 +34,11 @@ export interface ModuleContext {
   readonly config: Config;
   readonly log: Logger;
   readonly info: ServerInfo;
+  /**
+   * The pool this node is a member of (membership events, group and
+   * point-to-point messaging); null on a single node.
+   */
+  readonly pool: Pool | null;
   /** Subscribe to a router or session event; higher priority runs first, returning true stops the chain. */
   hook<E = StanzaEvent<Session>>(event: string, handler: Handler<E>, priority?: number): void;
   /**

@@ -12,7 +12,8 @@ import { time } from './time.ts';
 import { vcard } from './vcard.ts';
 import { blocking } from './blocking.ts';
 import { register } from './register.ts';
+import { muc } from './muc/service.ts';
 
 export function defaultModules(): Module[] {
-  return [roster, presence, message, offline, carbons, disco, ping, version, time, vcard, blocking, register];
+  return [roster, presence, message, offline, carbons, disco, ping, version, time, vcard, blocking, register, muc];
 }

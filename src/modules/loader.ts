@@ -10,6 +10,7 @@ import type { Session } from '../c2s/session.ts';
 import type { StanzaEvent } from '../router/router.ts';
 import type { Config, IqHandler, Module, ModuleContext } from './api.ts';
 import type { ServerInfo } from './server-info.ts';
+import type { Pool } from '../pool/types.ts';
 
 export interface LoaderDeps {
   domain: string;
@@ -21,6 +22,8 @@ export interface LoaderDeps {
   config: Config;
   log: Logger;
   info: ServerInfo;
+  /** The pool, when this node is a member of one. Default null. */
+  pool?: Pool | null;
 }
 
 export interface LoadedModules {
@@ -62,6 +65,7 @@ function createContext(name: string, deps: LoaderDeps, kv: KVProvider, stoppers:
     config: deps.config,
     log: deps.log.child(name),
     info: deps.info,
+    pool: deps.pool ?? null,
     hook(event, handler, priority) {
       router.hooks.on(event, handler, priority);
     },

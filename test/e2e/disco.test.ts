@@ -55,11 +55,11 @@ test('disco#info of the server with an unknown node: item-not-found', async () =
   assert.is(err.type, 'cancel');
 });
 
-test('disco#items of the server: an empty list for now', async () => {
+test('disco#items of the server: the conference service, and nothing else', async () => {
   const r = await alice.iq(xml('iq', { type: 'get', to: server.domain }, xml('query', { xmlns: ITEMS })));
   const q = r.getChild('query', ITEMS)!;
   assert.ok(q, r.toString());
-  assert.is(q.getChildren('item').length, 0);
+  assert.equal(q.getChildren('item').map((i) => i.attrs.jid), [`conference.${server.domain}`]);
   const err = await expectIqError(alice, xml('iq', { type: 'get', to: server.domain }, xml('query', { xmlns: ITEMS, node: 'x' })));
   assert.is(err.condition, 'item-not-found');
 });

@@ -249,3 +249,22 @@ export async function slixLogin(server: TestServer, o: SlixLogin): Promise<Slix>
   }
   return s;
 }
+
+/** What slixmpp's xep_0045 join_muc_wait made of entering a room (slixdriver.py muc_join). */
+export interface SlixMucJoin {
+  /** The presence error's condition when the room refused entry. */
+  error?: string;
+  nick: string;
+  codes: number[];
+  role: string;
+  affiliation: string;
+  subject: string;
+  occupants: string[];
+  history: string[];
+}
+
+/** Enters a room with slixmpp's MUC plugin (register 'xep_0045' at login). */
+export async function slixMucJoin(s: Slix, room: string, nick: string, opts: { password?: string; maxstanzas?: number; seconds?: number; timeout?: number } = {}): Promise<SlixMucJoin> {
+  const r = await s.command('muc_join', { room, nick, ...opts }, ((opts.timeout ?? 10) + 5) * 1000);
+  return r as unknown as SlixMucJoin;
+}

@@ -17,7 +17,10 @@
 # {jid}; iq {xml} (answered with the response IQ, error or not);
 # enable_carbons / disable_carbons (plugin xep_0280); request_ack / sm_state
 # (plugin xep_0198); disconnect (closes the stream); abort (drops the TCP
-# connection); reconnect (after abort: resumes if xep_0198 can); exit.
+# connection); reconnect (after abort: resumes if xep_0198 can); muc_join {room,
+# nick, password, maxstanzas, seconds, maxchars} (plugin xep_0045: answered
+# with codes, role, affiliation, subject, occupants, history bodies, or error);
+# muc_message {room, body}; muc_leave {room, nick}; muc_roster {room}; exit.
 # Events ("ev"): ready, connected, connection_failed, auth_success {mechanism},
 # session_start {jid, tls, mechanism}, failed_auth {condition}, failed_all_auth,
 # stream_error {condition, text}, disconnected, stanza, message, presence,
@@ -223,6 +226,31 @@ class Driver:
             sm = c['xep_0198']
             return {'handled': sm.handled, 'seq': sm.seq, 'last_ack': sm.last_ack, 'sm_id': sm.sm_id,
                     'unacked': len(sm.unacked_queue)}
+        if op == 'muc_join':
+            # Plugin xep_0045 (slixmpp >= 1.8): waits for the self-presence and the subject.
+            from slixmpp.exceptions import PresenceError
+            kw = {}
+            for k in ('password', 'maxstanzas', 'seconds', 'maxchars'):
+                if cmd.get(k) is not None:
+                    kw[k] = cmd[k]
+            try:
+                pres, subject, occupants, history = await c['xep_0045'].join_muc_wait(
+                    slixmpp.JID(cmd['room']), cmd['nick'], timeout=cmd.get('timeout', 10), **kw)
+            except PresenceError as e:
+                return {'error': e.condition, 'xml': xml_of(e.presence)}
+            codes = sorted(int(x) for x in pres['muc']['status_codes'])
+            return {'nick': pres['from'].resource, 'codes': codes, 'role': pres['muc']['role'],
+                    'affiliation': pres['muc']['affiliation'], 'subject': subject['subject'],
+                    'occupants': sorted(p['from'].resource for p in occupants),
+                    'history': [m['body'] for m in history]}
+        if op == 'muc_message':
+            c.send_message(mto=cmd['room'], mbody=cmd['body'], mtype='groupchat')
+            return {}
+        if op == 'muc_leave':
+            c['xep_0045'].leave_muc(slixmpp.JID(cmd['room']), cmd['nick'], cmd.get('status', ''))
+            return {}
+        if op == 'muc_roster':
+            return {'nicks': sorted(c['xep_0045'].get_roster(slixmpp.JID(cmd['room'])))}
         if op == 'disconnect':
             if c.transport is None:
                 return {'already': True}
