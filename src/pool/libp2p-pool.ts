@@ -1,10 +1,11 @@
 // The server pool over libp2p (DESIGN.md "pool/" and "Shoal, mapped"): TCP, every
 // connection wrapped by @libp2p/pnet with the key derived from the pool password
 // (psk.ts), then noise and yamux; identify and ping; gossipsub for group messaging
-// and membership heartbeats; mDNS (--autodiscover) and a static peer list for
-// discovery. libp2p 3 dials nothing by itself, so this class dials what discovery
-// finds and keeps dialling the static peers. Membership is in membership.ts,
-// point-to-point messaging in p2p.ts.
+// and membership heartbeats; mDNS (--autodiscover), a static peer list and relays
+// (--relay, circuit relay v2: relay.ts) for discovery. libp2p 3 dials nothing by
+// itself, so this class dials what discovery finds and keeps dialling the static
+// peers and the relays. Membership is in membership.ts, point-to-point messaging
+// in p2p.ts; a relay-only node is this class with relayServer set.
 import { hostname } from 'node:os';
 import { createLibp2p, type Libp2p } from 'libp2p';
 import { tcp } from '@libp2p/tcp';
@@ -17,13 +18,20 @@ import { preSharedKey } from '@libp2p/pnet';
 import { gossipsub, type GossipSub } from '@libp2p/gossipsub';
 import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id';
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr';
-import type { PeerDiscovery, PeerId, PeerInfo, PrivateKey } from '@libp2p/interface';
+import type { CircuitRelayService } from '@libp2p/circuit-relay-v2';
+import type { Connection, PeerDiscovery, PeerId, PeerInfo, PrivateKey } from '@libp2p/interface';
 import type { MemberInfo, MembershipEvent, PeerHandler, Pool } from './types.ts';
 import type { Logger } from '../admin/log.ts';
 import { Membership, MEMBERSHIP_PROTOCOL, type MembershipTransport, type RefusalInfo } from './membership.ts';
 import { checkProtocolName, PeerMessaging, PeerUnreachableError } from './p2p.ts';
 import { poolPsk } from './psk.ts';
 import { loadOrCreatePeerKey } from './peer-key.ts';
+import {
+  CIRCUIT, RELAY_V2_HOP_CODEC, connectionInfo, dialDirectOrRelayed, DirectUpgrader, isRelayedAddr, relayClientStatus, RelayServerStats,
+  type PoolConnectionInfo, type RelayClientStatus, type RelayServerOptions, type RelayServerStatus, type UpgradeHost,
+} from './relay.ts';
+
+export type { PoolConnectionInfo } from './relay.ts';
 
 /**
  * Default TCP port of pool traffic. Outside the XMPP ports (5222/5223 c2s, 5269 s2s,
@@ -74,6 +82,10 @@ export interface Libp2pPoolOptions {
   privateKey?: PrivateKey;
   /** Told when a peer is refused or refuses us (duplicate server id). */
   onRefused?: (info: RefusalInfo) => void;
+  /** Relays (multiaddrs of relay-only nodes, /p2p/<id> optional): dialled and redialled, a reservation kept on each. */
+  relays?: string[];
+  /** Makes this node a relay-only node: a circuit relay v2 server for the pool. */
+  relayServer?: RelayServerOptions;
 }
 
 interface Services extends Record<string, unknown> {
@@ -81,6 +93,8 @@ interface Services extends Record<string, unknown> {
   ping: Ping;
   pubsub: GossipSub;
   mdns?: PeerDiscovery;
+  relay?: CircuitRelayService;
+  dcutr?: unknown;
 }
 
 function isLoopback(ma: Multiaddr | string): boolean {
@@ -112,7 +126,11 @@ export class Libp2pPool implements Pool {
   private readonly dialing = new Map<string, number>();
   /** Discovered peers we could not connect to and said so. */
   private readonly noted = new Set<string>();
-  private readonly staticPeers = new Map<string, { peer?: string; nextAt: number; backoffMs: number; busy: boolean }>();
+  private readonly staticPeers = new Map<string, { peer?: string; nextAt: number; backoffMs: number; busy: boolean; relay: boolean }>();
+  private relayStats: RelayServerStats | undefined;
+  private upgrader: DirectUpgrader | undefined;
+  /** Peer ids seen announcing the relay role (a relay keeps its peer key across restarts). */
+  private readonly knownRelays = new Set<string>();
   private staticTimer: NodeJS.Timeout | undefined;
   private state: 'new' | 'starting' | 'started' | 'stopping' | 'stopped' = 'new';
   private pendingLoad = 0;
@@ -175,15 +193,20 @@ export class Libp2pPool implements Pool {
       this.log.warn(`NO POOL PASSWORD: the pool key derives from the domain '${o.domain}' alone, so anyone who can reach this node ` +
         `can join the pool and read its traffic. Set --pool-password on every node outside a trusted LAN.`);
     }
-    const listen = o.listen?.length ? o.listen : [`/ip4/0.0.0.0/tcp/${o.port ?? DEFAULT_POOL_PORT}`];
+    const relays = o.relayServer ? [] : o.relays ?? [];
+    // One bare /p2p-circuit per relay: the transport then reserves on every relay we connect to (relay.ts says why not /<relay>/p2p-circuit).
+    const listen = [...(o.listen?.length ? o.listen : [`/ip4/0.0.0.0/tcp/${o.port ?? DEFAULT_POOL_PORT}`]), ...relays.map(() => CIRCUIT)];
 
+    // Loaded only where used: a node of a one-subnet pool does not pay for the import.
+    const rs = relays.length || o.relayServer ? await import('./relay-services.ts') : undefined;
     // The gater consults membership, which exists only once the node does: hence the indirection.
     const refused = (p: PeerId): boolean => this.membership?.isRefused(p.toString()) ?? false;
     const node = await createLibp2p<Services>({
       start: false,
       privateKey,
       addresses: { listen, announceFilter },
-      transports: [tcp()],
+      // Only a node with relays dials relayed addresses; a relay-only node never does (no relay of relays).
+      transports: rs && !o.relayServer ? [tcp(), rs.relayTransport()] : [tcp()],
       connectionEncrypters: [noise()],
       streamMuxers: [yamux()],
       connectionProtector: preSharedKey({ psk }),
@@ -191,6 +214,8 @@ export class Libp2pPool implements Pool {
         denyDialPeer: refused,
         denyInboundEncryptedConnection: refused,
         denyOutboundEncryptedConnection: refused,
+        denyInboundRelayReservation: refused,
+        denyOutboundRelayedConnection: (from, to) => refused(from) || refused(to),
       },
       connectionManager: { dialTimeout: 5000, maxConnections: 1024 },
       // Membership pings the members itself, on its own schedule.
@@ -207,6 +232,9 @@ export class Libp2pPool implements Pool {
           heartbeatInterval: 700,
         }),
         ...(o.autodiscover ? { mdns: mdns({ interval: o.mdnsIntervalMs ?? 5000, serviceTag: MDNS_SERVICE_TAG }) } : {}),
+        ...(rs && o.relayServer ? { relay: rs.relayServerService(o.relayServer) } : {}),
+        // Hole punching only helps between public addresses (see relay.ts); useless without relays.
+        ...(rs && relays.length ? { dcutr: rs.holePunching() } : {}),
       },
     });
     this.node = node;
@@ -230,10 +258,12 @@ export class Libp2pPool implements Pool {
       failureTimeoutMs: o.failureTimeoutMs,
       heartbeatMs: o.heartbeatMs,
       onRefused: o.onRefused,
+      role: o.relayServer ? 'relay' : undefined,
     });
     this.membership.setLoad(this.pendingLoad);
     for (const ev of ['joined', 'left', 'suspected', 'failed', 'updated'] as const) {
       this.membership.on(ev, (m) => {
+        if (this.roleOf(m.peerId) === 'relay') return;
         for (const fn of [...(this.listeners.get(ev) ?? [])]) {
           try {
             fn(m);
@@ -272,6 +302,10 @@ export class Libp2pPool implements Pool {
       for (const topic of this.topicHandlers.keys()) node.services.pubsub.subscribe(topic);
       this.pubsubReady = true;
       await this.p2p.start();
+      if (node.services.relay) {
+        this.relayStats = new RelayServerStats(node.services.relay, this.log.child('relay'));
+        await this.relayStats.attach(node);
+      }
     } catch (e) {
       await Promise.resolve(node.stop()).catch(() => {});
       const err = e as Error;
@@ -283,14 +317,20 @@ export class Libp2pPool implements Pool {
       throw e;
     }
     this.state = 'started';
+    if (relays.length) {
+      this.upgrader = new DirectUpgrader(this.upgradeHost(node), this.log.child('relay'));
+      this.upgrader.start();
+    }
     this.membership.start();
-    for (const p of o.peers ?? []) this.staticPeers.set(p, { nextAt: 0, backoffMs: 0, busy: false });
+    for (const p of o.peers ?? []) this.staticPeers.set(p, { nextAt: 0, backoffMs: 0, busy: false, relay: false });
+    for (const r of relays) this.staticPeers.set(r, { ...this.staticPeers.get(r) ?? { nextAt: 0, backoffMs: 0, busy: false }, relay: true });
     if (this.staticPeers.size) {
       this.dialStaticPeers();
       this.staticTimer = setInterval(() => this.dialStaticPeers(), 1000);
     }
     this.log.info(`pool node ${this.serverId} (${this.myPeerId}) listening on ${node.getMultiaddrs().map(String).join(' ') || listen.join(' ')}` +
-      `${o.autodiscover ? ', mDNS discovery on' : ''}${this.staticPeers.size ? `, ${this.staticPeers.size} static peer(s)` : ''}`);
+      `${o.autodiscover ? ', mDNS discovery on' : ''}${o.peers?.length ? `, ${o.peers.length} static peer(s)` : ''}` +
+      `${relays.length ? `, ${relays.length} relay(s)` : ''}${o.relayServer ? ', relay server on' : ''}`);
   }
 
   async stop(): Promise<void> {
@@ -301,6 +341,7 @@ export class Libp2pPool implements Pool {
     if (this.state !== 'started' && this.state !== 'starting') return;
     this.state = 'stopping';
     clearInterval(this.staticTimer);
+    this.upgrader?.stop();
     await this.membership?.leave();
     await this.p2p?.stop();
     this.pubsubReady = false;
@@ -309,9 +350,23 @@ export class Libp2pPool implements Pool {
     this.log.info('pool node stopped');
   }
 
+  /**
+   * The members that serve the domain. Relay-only nodes are left out, and so are
+   * their events: they hold no sessions, rooms or user data, so routing,
+   * replication and room sequencing must never pick one (allMembers() has them).
+   */
   members(): MemberInfo[] {
     if (!this.membership) return [];
-    return this.membership.members();
+    return this.membership.members().filter((m) => this.roleOf(m.peerId) !== 'relay');
+  }
+
+  /** Every member, relays included, each with its role ('relay'); for status. */
+  allMembers(): Array<MemberInfo & { role?: string }> {
+    if (!this.membership) return [];
+    return this.membership.members().map((m) => {
+      const role = this.roleOf(m.peerId);
+      return role ? { ...m, role } : m;
+    });
   }
 
   member(peerId: string): MemberInfo | undefined {
@@ -370,7 +425,65 @@ export class Libp2pPool implements Pool {
     }
   }
 
+  /** This node's announced pool addresses (with /p2p/<id>), relayed ones included. */
+  addresses(): string[] {
+    return this.node && this.state === 'started' ? this.node.getMultiaddrs().map(String) : [];
+  }
+
+  /** The role a member announced ('relay' for a relay-only node), undefined for a normal node. */
+  roleOf(peerId: string): string | undefined {
+    if (peerId === this.myPeerId) return this.opts.relayServer ? 'relay' : undefined;
+    const role = this.membership?.roleOf(peerId);
+    if (role === 'relay') this.knownRelays.add(peerId);
+    // Membership forgets a run before it reports its end ('failed' of a restarted relay): the peer id is remembered.
+    return role ?? (this.knownRelays.has(peerId) ? 'relay' : undefined);
+  }
+
+  /** Open connections to other peers (members and relays): direct or relayed, and where to. */
+  connections(): PoolConnectionInfo[] {
+    if (!this.node || this.state !== 'started') return [];
+    return connectionInfo(this.node.getConnections(), (peer) => this.membership?.member(peer)?.serverId);
+  }
+
+  /** The listed relays (--relay) and this node's reservations on them; empty on a relay-only node. */
+  relays(): RelayClientStatus[] {
+    const node = this.node && this.state === 'started' ? this.node : undefined;
+    const listed = [...this.staticPeers].filter(([, s]) => s.relay).map(([address, s]) => ({ address, peer: s.peer }));
+    return relayClientStatus(listed, node?.getMultiaddrs().map(String) ?? [],
+      (peer) => !!node && node.getConnections(peerIdFromString(peer)).some((c) => c.status === 'open'));
+  }
+
+  /** Reservations held on this relay and what it carried; undefined unless this is a relay-only node. */
+  relayServerStatus(): RelayServerStatus | undefined {
+    return this.relayStats?.status();
+  }
+
+  /** Relayed connections replaced by direct ones since start. */
+  get directUpgrades(): number {
+    return this.upgrader?.upgraded ?? 0;
+  }
+
   // ---- internals -------------------------------------------------------------------
+
+  private upgradeHost(node: Libp2p<Services>): UpgradeHost {
+    return {
+      connections: (peer) => node.getConnections(peerIdFromString(peer)).filter((c: Connection) => c.status === 'open'),
+      directAddresses: (peer) => {
+        const m = this.membership?.member(peer);
+        const out: Multiaddr[] = [];
+        for (const a of m?.addresses ?? []) {
+          if (isRelayedAddr(a) || isLoopback(a)) continue;
+          try {
+            out.push(withPeer(multiaddr(a), peer));
+          } catch { /* garbage from a member; skip */ }
+        }
+        return out;
+      },
+      dial: (addrs, timeoutMs) => node.dial(addrs, { signal: AbortSignal.timeout(timeoutMs) }),
+      // Relays are reached directly by definition (no relay of relays): members only.
+      peers: () => this.members().filter((m) => m.peerId !== this.myPeerId && m.state === 'alive' && this.roleOf(m.peerId) !== 'relay').map((m) => m.peerId),
+    };
+  }
 
   private started(): Libp2p<Services> {
     if (!this.node || this.state !== 'started') throw new Error('the pool is not started');
@@ -424,16 +537,20 @@ export class Libp2pPool implements Pool {
         await node.services.ping.ping(peerIdFromString(peer), { signal: AbortSignal.timeout(timeoutMs) });
       },
       dial: async (peer, addresses, timeoutMs) => {
-        const signal = AbortSignal.timeout(timeoutMs);
         const id = peerIdFromString(peer);
         if (node.getConnections(id).length) return;
-        const addrs: Multiaddr[] = [];
+        const direct: Multiaddr[] = [], relayed: Multiaddr[] = [];
         for (const a of addresses) {
           try {
-            addrs.push(withPeer(multiaddr(a), peer));
+            (isRelayedAddr(a) ? relayed : direct).push(withPeer(multiaddr(a), peer));
           } catch { /* a member announced garbage; skip it */ }
         }
-        await node.dial(addrs.length ? addrs : id, { signal });
+        // Without the relay transport (no --relay, or a relay-only node) relayed addresses are undialable.
+        if (!relayed.length || !this.upgrader) {
+          await node.dial(direct.length ? direct : id, { signal: AbortSignal.timeout(timeoutMs) });
+          return;
+        }
+        await dialDirectOrRelayed(node, id, direct, relayed, timeoutMs);
       },
       isConnected: (peer) => node.getConnections(peerIdFromString(peer)).length > 0,
       disconnect: (peer) => {
@@ -472,6 +589,19 @@ export class Libp2pPool implements Pool {
     for (const [p, until] of this.dialing) if (until <= now) this.dialing.delete(p);
   }
 
+  /** A --relay address that answers without relaying (a normal node, an old version) would fail silently: say it once. */
+  private checkRelay(addr: string, peer: PeerId): void {
+    setTimeout(() => {
+      const node = this.node;
+      if (!node || this.state !== 'started') return;
+      node.peerStore.get(peer).then((p) => {
+        if (p.protocols.length && !p.protocols.includes(RELAY_V2_HOP_CODEC)) {
+          this.log.warn(`--relay ${addr} answers but is not a relay (no circuit relay v2 service; is it started with --relay-only?)`);
+        }
+      }, () => { /* not identified yet: it may be reconnecting */ });
+    }, 5000).unref?.();
+  }
+
   private dialStaticPeers(): void {
     const node = this.node;
     if (!node || this.state !== 'started') return;
@@ -482,9 +612,11 @@ export class Libp2pPool implements Pool {
       s.busy = true;
       node.dial(multiaddr(addr), { signal: AbortSignal.timeout(5000) }).then(
         (conn) => {
+          const first = s.relay && s.peer === undefined;
           s.peer = conn.remotePeer.toString();
           s.backoffMs = 0;
           s.nextAt = 0;
+          if (first) this.checkRelay(addr, conn.remotePeer);
         },
         (e: Error) => {
           s.backoffMs = Math.min(10_000, Math.max(1000, s.backoffMs * 2));

@@ -56,6 +56,8 @@ export interface MembershipInit {
   refuseForMs?: number;
   /** Called when a peer is refused, or when this node is refused by a peer. */
   onRefused?: (info: RefusalInfo) => void;
+  /** Announced to the others: 'relay' for a relay-only node (it serves no clients). */
+  role?: string;
 }
 
 export interface RefusalInfo {
@@ -79,12 +81,15 @@ interface Announce {
   sessions: number;
   startedAt: number;
   seq: number;
+  /** Absent on a normal node; 'relay' on a relay-only node. */
+  role?: string;
 }
 
 type Reply = { v: 1; t: 'welcome' } & Omit<Announce, 'v' | 't'> | { v: 1; t: 'refused'; serverId: string; holder: string } | { v: 1; t: 'ok' };
 
 interface Entry extends MemberInfo {
   seq: number;
+  role?: string;
   stateSince: number;
   /** When the last connection to it was lost while it was alive; 0 when connected or not applicable. */
   lostAt: number;
@@ -112,6 +117,7 @@ export class Membership {
   readonly startedAt: number;
   readonly failureTimeoutMs: number;
   readonly heartbeatMs: number;
+  readonly role: string | undefined;
   private readonly suspectAfterMs: number;
   private readonly failAfterMs: number;
   private readonly forgetAfterMs: number;
@@ -141,6 +147,7 @@ export class Membership {
     this.t = init.transport;
     this.log = init.log;
     this.onRefused = init.onRefused;
+    this.role = init.role;
     this.failureTimeoutMs = init.failureTimeoutMs ?? 3000;
     this.heartbeatMs = init.heartbeatMs ?? Math.max(100, Math.round(this.failureTimeoutMs / 6));
     // The member's last heartbeat came up to one period before it went silent, so the
@@ -201,6 +208,12 @@ export class Membership {
     if (!set) this.listeners.set(event, (set = new Set()));
     set.add(fn);
     return () => set.delete(fn);
+  }
+
+  /** The role the member announced ('relay'), undefined for a normal node or an unknown peer. */
+  roleOf(peerId: string): string | undefined {
+    if (peerId === this.peerId) return this.role;
+    return this.entries.get(peerId)?.role;
   }
 
   /** True while the peer is kept out (duplicate server id); the connection gater asks this. */
@@ -395,7 +408,7 @@ export class Membership {
       }
       e = {
         serverId: a.serverId, peerId: a.peerId, addresses: a.addrs.slice(0, 32), state: 'alive', sessions: a.sessions,
-        startedAt: a.startedAt, lastSeen: now, seq: a.seq, stateSince: now, lostAt: 0, redialFailures: 0, nextDialAt: 0,
+        startedAt: a.startedAt, lastSeen: now, seq: a.seq, role: typeof a.role === 'string' ? a.role.slice(0, 32) : undefined, stateSince: now, lostAt: 0, redialFailures: 0, nextDialAt: 0,
         lastDialAt: 0, backoffMs: 0, dialing: false, pinging: false,
       };
       this.entries.set(a.peerId, e);
@@ -642,7 +655,7 @@ export class Membership {
   private announce(t: Announce['t']): Announce {
     return {
       v: 1, t, serverId: this.serverId, peerId: this.peerId, addrs: this.t.addresses(), sessions: this.sessions,
-      startedAt: this.startedAt, seq: ++this.seq,
+      startedAt: this.startedAt, seq: ++this.seq, ...(this.role ? { role: this.role } : {}),
     };
   }
 }

@@ -14,7 +14,6 @@ import type { Logger } from '../admin/log.ts';
 import type { Libp2pPoolOptions } from './libp2p-pool.ts';
 
 const GROUP = 'Pool';
-const RELAY_NOT_YET = 'relays are not implemented yet in this version';
 
 /** Equals DEFAULT_POOL_PORT of libp2p-pool.ts (test/unit/config.test.ts checks it); see there why 7400. */
 export const POOL_PORT_DEFAULT = 7400;
@@ -38,10 +37,12 @@ export const POOL_OPTIONS: OptionSpec[] = [
     description: 'Address of another node of the pool (static peer list, the classic "coserver" list, also kept by `imnode coserver`), e.g. /ip4/10.0.0.6/tcp/7400; dialled until it answers. Needed where multicast (mDNS) does not pass.' },
   { name: 'failure-timeout', type: 'duration', default: '3s', min: 500, max: 120_000, group: GROUP,
     description: 'A node that stops answering is declared failed by the others within this time (a killed process much sooner, from its closed connections), and its sessions are purged.' },
-  { name: 'relay', type: 'list', group: GROUP, notImplemented: RELAY_NOT_YET, placeholder: 'MULTIADDR',
-    description: 'Address of a relay node, to reach nodes in other subnets.' },
-  { name: 'relay-only', type: 'bool', default: false, group: GROUP, notImplemented: RELAY_NOT_YET,
-    description: 'Run as a relay for the pool only, without client listeners.' },
+  { name: 'relay', type: 'list', group: GROUP, placeholder: 'MULTIADDR',
+    description: 'Address of a relay node of the pool (`imnode --relay-only`), e.g. /ip4/192.0.2.7/tcp/7400 (the classic relay URI list). The node keeps a reservation on each relay and announces the relayed address, learns through the relays the members of other subnets, and connects to them directly where the network routes, through the relay where it does not (NAT). Dialled until it answers, and again after a relay restart. On a relay-only node: other relays to connect to.' },
+  { name: 'relay-only', type: 'bool', default: false, group: GROUP,
+    description: 'Run as a relay of the pool: a circuit relay v2 server for pool members only (the pool password applies) and a pool member that routes membership gossip, with no XMPP client listeners and no modules. Listens on --pool-listen or --pool-port; its peer key in --data-dir keeps its address stable. Pool connections through it have no data or time limit.' },
+  { name: 'relay-max-reservations', type: 'int', default: 256, min: 1, max: 100_000, group: GROUP, placeholder: 'N',
+    description: 'With --relay-only: how many pool members may hold a reservation at once (one per member that lists this relay).' },
 ];
 
 /**
@@ -145,17 +146,26 @@ export async function checkPoolConfig(config: Config): Promise<void> {
   await poolPassword(config);
 }
 
-async function checkedAddresses(config: Config): Promise<{ peers: string[]; listen: string[] }> {
+async function checkedAddresses(config: Config): Promise<{ peers: string[]; listen: string[]; relays: string[] }> {
   const peers: string[] = [];
   for (const p of getList(config, 'peer')) peers.push(await checkPoolAddress(p, 'peer', '--peer'));
   const listen: string[] = [];
   for (const l of getList(config, 'pool-listen')) listen.push(await checkPoolAddress(l, 'listen', '--pool-listen'));
-  return { peers, listen };
+  const relays: string[] = [];
+  for (const r of getList(config, 'relay')) {
+    // A relay address is a peer address (the relay's own, not a /p2p-circuit one).
+    const a = await checkPoolAddress(r, 'peer', '--relay').catch((e: unknown) => {
+      throw e instanceof ConfigError ? new ConfigError(e.message.replace(/; e\.g\. .*$/, `; e.g. /ip4/10.0.0.7/tcp/${POOL_PORT_DEFAULT}`), 'relay') : e;
+    });
+    if (!relays.includes(a)) relays.push(a);
+  }
+  return { peers, listen, relays };
 }
 
 /** Libp2pPoolOptions from a loaded configuration; throws ConfigError for bad values. */
 export async function poolOptionsFromConfig(config: Config, log: Logger): Promise<Libp2pPoolOptions> {
-  const { peers, listen } = await checkedAddresses(config);
+  const { peers, listen, relays } = await checkedAddresses(config);
+  const relayOnly = getBool(config, 'relay-only');
   return {
     dataDir: getString(config, 'data-dir'),
     domain: getString(config, 'domain'),
@@ -164,8 +174,11 @@ export async function poolOptionsFromConfig(config: Config, log: Logger): Promis
     listen,
     port: getNumber(config, 'pool-port'),
     autodiscover: getBool(config, 'autodiscover'),
-    peers,
     failureTimeoutMs: getNumber(config, 'failure-timeout'),
     log,
+    // A relay reserves on no other relay (no relay of relays): it only connects to them.
+    ...(relayOnly
+      ? { peers: [...peers, ...relays.filter((r) => !peers.includes(r))], relayServer: { maxReservations: getNumber(config, 'relay-max-reservations') } }
+      : { peers, relays }),
   };
 }

@@ -49,7 +49,21 @@ export function pnetKeyFile(key: Uint8Array): Uint8Array {
   return new TextEncoder().encode('/key/swarm/psk/1.0.0/\n/base16/\n' + Buffer.from(key).toString('hex'));
 }
 
-/** derivePoolKey + pnetKeyFile: what Libp2pPool hands to @libp2p/pnet. */
-export async function poolPsk(domain: string, password?: string, opts?: DeriveOptions): Promise<Uint8Array> {
-  return pnetKeyFile(await derivePoolKey(domain, password, opts));
+const derived = new Map<string, Promise<Uint8Array>>();
+
+/**
+ * derivePoolKey + pnetKeyFile: what Libp2pPool hands to @libp2p/pnet. Memoised
+ * per process, so that start-up can begin the derivation (on the thread pool)
+ * before it loads libp2p, and the pool then finds the key ready.
+ */
+export function poolPsk(domain: string, password?: string, opts?: DeriveOptions): Promise<Uint8Array> {
+  const id = JSON.stringify([normalizeDomain(domain), password ?? '', opts?.N ?? SCRYPT_PARAMS.N]);
+  let p = derived.get(id);
+  if (!p) {
+    p = derivePoolKey(domain, password, opts).then(pnetKeyFile);
+    // A failed derivation is not kept: the next start tries again.
+    p.catch(() => derived.delete(id));
+    derived.set(id, p);
+  }
+  return p;
 }

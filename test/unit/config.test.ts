@@ -176,17 +176,6 @@ test('durations', async () => {
   assert.is(config['sm-resume-timeout'], 600_000);
 });
 
-test('relay options are still refused: relays are not implemented yet', async () => {
-  const msg = /^--relay-only: relays are not implemented yet in this version$/;
-  await refuses(['--relay-only'], {}, msg);
-  await refuses([], { IMNODE_RELAY_ONLY: 'true' }, msg);
-  await refuses(['--config', await file('relay.json', { 'relay-only': true })], {}, msg);
-  await refuses(['--relay', '/ip4/10.0.0.3/tcp/7400'], {}, /^--relay: relays are not implemented yet/);
-  await refuses([], { IMNODE_RELAY: '/ip4/10.0.0.3/tcp/7400' }, /^--relay: relays are not implemented yet/);
-  // saying "no" to a feature that does not exist is not pretending it works
-  assert.is((await loadConfig(['--no-relay-only'], {})).config['relay-only'], false);
-});
-
 test('pool options: defaults, flags, environment, config file', async () => {
   const d = (await loadConfig([], {})).config;
   assert.is(d.autodiscover, false);

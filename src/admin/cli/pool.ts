@@ -43,7 +43,7 @@ export async function poolCommand(args: string[], config: Config): Promise<void>
   const str = (v: unknown): string => (v === undefined || v === null ? '-' : String(v));
   const members = Array.isArray(status.members) ? status.members as Record<string, unknown>[] : [];
   const uptime = typeof status.uptime === 'number' ? `, up ${duration(status.uptime * 1000)}` : '';
-  const self = typeof status.serverId === 'string' ? `, this node ${status.serverId}` : '';
+  const self = typeof status.serverId === 'string' ? `, this node ${status.serverId}${status.role === 'relay' ? ' (relay-only)' : ''}` : '';
   process.stdout.write(`domain ${str(status.domain)}${self}${uptime}, ${str(status.sessions)} sessions\n`);
   if (!members.length) {
     process.stdout.write('no pool members: the pool is not running on this node\n');
@@ -59,9 +59,49 @@ export async function poolCommand(args: string[], config: Config): Promise<void>
     const addresses = addrs.length ? addrs.join(',') : '-';
     // A member's start time is on its own clock: good to the minute between synchronised hosts.
     const up = typeof m.startedAt === 'number' && m.state !== 'failed' && m.state !== 'left' ? duration(now - m.startedAt) : '-';
-    rows.push([str(m.serverId) + (self ? ' *' : ''), str(m.peerId), addresses, str(m.state), str(m.sessions), up]);
+    const role = m.role === 'relay' ? ' (relay)' : '';
+    rows.push([str(m.serverId) + (self ? ' *' : '') + role, str(m.peerId), addresses, str(m.state), str(m.sessions), up]);
   }
   process.stdout.write(table(rows));
+  process.stdout.write(relayText(status));
+}
+
+/** The connections to members (direct or through which relay), and the relay part of the status. */
+function relayText(status: Record<string, unknown>): string {
+  const out: string[] = [];
+  const list = (v: unknown): Record<string, unknown>[] => (Array.isArray(v) ? v as Record<string, unknown>[] : []);
+  const conns = list(status.connections);
+  if (conns.length) {
+    const rows = [['CONNECTION TO', 'REMOTE ADDRESS', 'DIRECTION', 'PATH']];
+    for (const c of conns) {
+      const addr = String(c.remoteAddr ?? '-').replace(`/p2p/${String(c.peerId)}`, '');
+      rows.push([String(c.serverId ?? c.peerId), addr, String(c.direction ?? '-'), c.relayed ? `relayed via ${String(c.relay ?? '?')}` : 'direct']);
+    }
+    out.push('', table(rows).trimEnd());
+  }
+  const relays = list(status.relays);
+  if (relays.length) {
+    const rows = [['RELAY', 'PEER ID', 'CONNECTED', 'RESERVATION']];
+    for (const r of relays) rows.push([String(r.address), String(r.peerId ?? '-'), r.connected ? 'yes' : 'no', r.reserved ? 'yes' : 'no']);
+    out.push('', table(rows).trimEnd());
+  }
+  const relay = status.relay as Record<string, unknown> | undefined;
+  if (relay && typeof relay === 'object') {
+    const res = list(relay.reservations);
+    out.push('', `relay: ${res.length} reservation(s), ${String(relay.openCircuits ?? 0)} relayed connection(s) open, ` +
+      `${String(relay.circuits ?? 0)} since start, ${String(relay.relayedBytes ?? 0)} bytes relayed`);
+    if (res.length) {
+      const rows = [['RESERVED BY', 'FROM', 'EXPIRES', 'LIMIT']];
+      for (const r of res) {
+        const lim = r.limit as Record<string, unknown> | null | undefined;
+        const limit = lim ? [lim.data ? `${String(lim.data)} bytes` : '', lim.durationSec ? `${String(lim.durationSec)} s` : ''].filter(Boolean).join(', ') : 'none';
+        const expires = typeof r.expiresAt === 'number' ? `in ${duration(r.expiresAt - Date.now())}` : '-';
+        rows.push([String(r.serverId ?? r.peerId), String(r.addr ?? '-').replace(`/p2p/${String(r.peerId)}`, ''), expires, limit]);
+      }
+      out.push(table(rows).trimEnd());
+    }
+  }
+  return out.length ? out.join('\n') + '\n' : '';
 }
 
 // ---- coserver list (static peers in the config file) ------------------------------
