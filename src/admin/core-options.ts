@@ -5,6 +5,7 @@
 import { join } from 'node:path';
 import { declareOptions } from './options.ts';
 import { POOL_OPTIONS } from '../pool/options.ts';
+import { DNS_SD_OPTIONS } from '../c2s/dns-sd.ts';
 
 declareOptions([
   // General: the command itself.
@@ -53,6 +54,7 @@ declareOptions([
 
   // Pool: declared where the pool lives (relays still refused there).
   ...POOL_OPTIONS,
+  ...DNS_SD_OPTIONS,
 ]);
 
 /** Where the LevelDB database lives inside --data-dir; the server and `imnode user` must agree. */
