@@ -15,6 +15,7 @@ import { createLogger, type LogLevel } from '../src/admin/log.ts';
 import { UsageError, Failure, Interrupted } from '../src/admin/cli/errors.ts';
 import { userCommand } from '../src/admin/cli/users.ts';
 import { poolCommand, coserverCommand } from '../src/admin/cli/pool.ts';
+import { cacheCommand } from '../src/admin/cli/cache.ts';
 
 const USAGE = `Usage:
   imnode [options]                start the server
@@ -27,6 +28,7 @@ const USAGE = `Usage:
   imnode coserver add <multiaddr> add a static peer to the config file
   imnode coserver delete <multiaddr>
   imnode coserver list [--json]   the static peers of the config file
+  imnode cache flush [<name>]     drop the node's cached LDAP directory data (of one user)
 
 <name> is a user name or a bare JID of the configured --domain. The password is
 read from --password-file, else from standard input when it is not a terminal,
@@ -51,8 +53,8 @@ async function serve(config: Config): Promise<void> {
   const file = getOptionalString(config, 'config');
   if (file) log.info(`config file ${file}`);
   // Loaded lazily: account commands need none of the server.
-  const { startNode } = await import('../src/node.ts');
-  type RunningNode = Awaited<ReturnType<typeof startNode>>;
+  const { startAny } = await import('../src/node.ts');
+  type RunningNode = Awaited<ReturnType<typeof startAny>>;
   let node: RunningNode | undefined;
   let stopping: string | undefined;
   const shutdown = (running: RunningNode, signal: string): void => {
@@ -76,7 +78,7 @@ async function serve(config: Config): Promise<void> {
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
   try {
-    node = await startNode(config, log);
+    node = await startAny(config, log);
   } catch (e) {
     // Expected start-up failures get one line; anything else keeps its stack.
     const err = e as NodeJS.ErrnoException & { cause?: { code?: string } };
@@ -127,6 +129,10 @@ async function main(argv: string[]): Promise<number> {
   }
   if (command === 'coserver') {
     await coserverCommand(args, config);
+    return 0;
+  }
+  if (command === 'cache') {
+    await cacheCommand(args, config);
     return 0;
   }
   throw new UsageError(`unknown command '${command}' (see imnode --help)`);

@@ -12,6 +12,7 @@ import { Router } from './router/router.ts';
 import { ServerInfo } from './modules/server-info.ts';
 import { loadModules } from './modules/loader.ts';
 import { defaultModules } from './modules/index.ts';
+import { sharedRoster } from './modules/shared-roster.ts';
 import type { Module } from './modules/api.ts';
 import { C2SServer } from './c2s/server.ts';
 import { PoolCertificate } from './c2s/pool-certificate.ts';
@@ -20,13 +21,18 @@ import { PLAIN } from './c2s/sasl/plain.ts';
 import { loadTlsMaterial, secureContextOptions } from './c2s/tls.ts';
 import type { Logger } from './admin/log.ts';
 import { getBool, getList, type Config } from './admin/options.ts';
-import { Libp2pPool } from './pool/libp2p-pool.ts';
+import type { Libp2pPool } from './pool/libp2p-pool.ts';
 import { poolOptionsFromConfig } from './pool/options.ts';
+import { poolPsk } from './pool/psk.ts';
 import { PoolRouting, conflictError } from './router/pool-routing.ts';
 import type { Session } from './c2s/session.ts';
 import { startAdminServer, type AdminServer } from './admin/admin-server.ts';
 import { StreamError } from './xmpp/errors.ts';
 import { VERSION } from './admin/version.ts';
+import { isSea } from 'node:sea';
+import { DnsSd, dnsSdEnabled, defaultInstance } from './c2s/dns-sd.ts';
+import { ldapConfig } from './store/ldap/options.ts';
+import { LdapDirectory } from './store/ldap/directory.ts';
 
 
 export interface RunningNode {
@@ -44,12 +50,25 @@ export interface RunningNode {
 
 /** A node is a pool member when it is told how to find the others. */
 export function poolEnabled(config: Config): boolean {
-  return getBool(config, 'autodiscover') || getList(config, 'peer').length > 0 || getList(config, 'pool-listen').length > 0;
+  return getBool(config, 'autodiscover') || getList(config, 'peer').length > 0 || getList(config, 'pool-listen').length > 0 ||
+    getList(config, 'relay').length > 0;
+}
+
+/** What bin/imnode starts: a relay-only node (src/relay-node.ts) with --relay-only, a full node otherwise. */
+export async function startAny(config: Config, log: Logger): Promise<{ stop(reason?: string): Promise<void> }> {
+  if (getBool(config, 'relay-only')) return (await import('./relay-node.ts')).startRelayNode(config, log);
+  return startNode(config, log);
 }
 
 export async function startNode(config: Config, log: Logger, opts: { modules?: Module[] } = {}): Promise<RunningNode> {
   const domain = prepDomain(String(config.domain));
   const dataDir = path.resolve(String(config['data-dir']));
+  // Checked before anything starts: a bad LDAP setting is a one-line ConfigError.
+  const ldap = await ldapConfig(config);
+  // Checked early too, and the pool key's scrypt starts now on the thread pool,
+  // so that it overlaps loading libp2p and opening storage (start-up time).
+  const poolOpts = poolEnabled(config) ? await poolOptionsFromConfig(config, log.child('pool')) : null;
+  if (poolOpts) void poolPsk(poolOpts.domain, poolOpts.password).catch(() => undefined);
   await fs.mkdir(dataDir, { recursive: true, mode: 0o700 });
 
   const store = await Store.open(path.join(dataDir, 'db'));
@@ -66,21 +85,33 @@ export async function startNode(config: Config, log: Logger, opts: { modules?: M
     const given = ['pool-password', 'pool-password-file', 'server-id'].filter((o) => config[o] !== undefined);
     if (given.length) log.warn(`--${given.join(', --')} given, but no pool is started: add --autodiscover, --peer or --pool-listen`);
   }
-  if (poolEnabled(config)) {
-    pool = new Libp2pPool(await poolOptionsFromConfig(config, log.child('pool')));
+  if (poolOpts) {
+    // Loaded only for a pool: libp2p is most of the start-up time of a node (~0.3 s).
+    const { Libp2pPool } = await import('./pool/libp2p-pool.ts');
+    pool = new Libp2pPool(poolOpts);
     await pool.start();
     log.info(`pool member ${pool.serverId} (${pool.peerId})`);
   }
   // Accounts, rosters, vCards, blocklists and offline messages: plain LevelDB
   // on a single node, replicated to every member in a pool.
-  const userData = await createUserData({ store, pool: pool ?? undefined, log });
+  // With LDAP the accounts are the directory's: one directory shared by every node, cached in each node's LevelDB.
+  const external = ldap ? new LdapDirectory({ config: ldap, store, log: log.child('ldap') }) : undefined;
+  await external?.start();
+  const userData = await createUserData({ store, pool: pool ?? undefined, log, directory: external });
   const directory = userData.directory;
   if (pool) await userData.sync().catch((e: unknown) => log.warn('initial user data sync incomplete:', String(e)));
 
   const router = new Router({ domain, log: log.child('router') });
   const info = new ServerInfo();
-  const modules = await loadModules(opts.modules ?? defaultModules(), {
-    domain, router, store, directory, config, log, info, kv: userData.kv,
+  // Shared roster groups do something only with --ldap-shared-roster.
+  const modules = await loadModules(opts.modules ?? [...defaultModules(), sharedRoster], {
+    domain, router, store, directory, config, log, info, kv: userData.kv, pool,
+  }).catch(async (e: unknown) => {
+    // A module refused its configuration: the pool and storage already run and would keep the process alive.
+    await userData.stop().catch(() => undefined);
+    await pool?.stop().catch(() => undefined);
+    await store.close().catch(() => undefined);
+    throw e;
   });
 
   const c2s = new C2SServer({
@@ -95,7 +126,8 @@ export async function startNode(config: Config, log: Logger, opts: { modules?: M
       authFailDelay: Number(config['auth-fail-delay']),
     },
     domain, router, log: log.child('c2s'), info, tlsOptions: secureContextOptions(material),
-    mechanisms: [SCRAM_SHA_256, SCRAM_SHA_1, PLAIN],
+    // SCRAM needs stored keys; a directory without them (LDAP without verifiers) checks PLAIN passwords only.
+    mechanisms: directory.scram === false ? [PLAIN] : [SCRAM_SHA_256, SCRAM_SHA_1, PLAIN],
     saslBackend: {
       domain,
       secret,
@@ -119,6 +151,14 @@ export async function startNode(config: Config, log: Logger, opts: { modules?: M
     }
   }
   await c2s.start();
+  let dnsSd: DnsSd | null = null;
+  if (dnsSdEnabled(config)) {
+    dnsSd = new DnsSd({
+      domain, instance: pool?.serverId ?? defaultInstance(), ports: c2s.ports, bind: String(config.bind), log: log.child('dns-sd'),
+    });
+    // Clients can still be told the address by hand: a busy or forbidden port 5353 is not fatal.
+    await dnsSd.start().catch((e: unknown) => { log.warn(`DNS-SD not started: ${(e as Error).message}`); dnsSd = null; });
+  }
   const started = Date.now();
   const admin: AdminServer = await startAdminServer({
     dataDir, log: log.child('admin'),
@@ -130,15 +170,22 @@ export async function startNode(config: Config, log: Logger, opts: { modules?: M
       uptime: Math.round((Date.now() - started) / 1000),
       sessions: router.sessionCount,
       ports: { c2s: c2s.ports.c2s, ...(c2s.ports.tls ? { tls: c2s.ports.tls } : {}) },
-      members: pool?.members() ?? [],
+      // Relay-only members included (role 'relay'): they serve no clients but are part of the pool.
+      members: pool?.allMembers() ?? [],
       // Convergence checks compare these across nodes.
       routes: poolRouting ? { count: poolRouting.routes.size, digest: poolRouting.routes.digest(), remoteSessions: poolRouting.remoteCount, byOwner: poolRouting.byOwner(), ...poolRouting.stats } : undefined,
       // Payload bytes handed to gossip and to point-to-point streams (bench/: pool traffic per login).
       traffic: pool ? { ...pool.traffic } : undefined,
+      // Direct or relayed, per member (issue 5), and this node's reservations on its --relay list.
+      connections: pool?.connections(),
+      relays: pool?.relays(),
+      directUpgrades: pool?.directUpgrades,
       userData: pool ? { digest: userData.digest() } : undefined,
       // Every session of the pool and the node that serves it (full JID -> server id).
       routeTable: poolRouting ? Object.fromEntries(poolRouting.routes.entries().map(([k, v]) => [k, v.server])) : undefined,
       tlsFingerprint: poolCert?.fingerprint,
+      // LDAP searches, binds and cache hits (bench/: LDAP searches per login).
+      ldap: directory.stats?.(),
       digests: pool && poolRouting ? { routes: poolRouting.routes.digest(), userData: userData.digest() } : undefined,
     }),
     users: {
@@ -155,8 +202,22 @@ export async function startNode(config: Config, log: Logger, opts: { modules?: M
       list: () => directory.list(),
       exists: (name) => directory.exists(name),
     },
+    cache: directory.flushCache ? { flush: (name) => directory.flushCache!(name) } : undefined,
   });
   log.info(`ready: domain ${domain}, c2s port ${c2s.ports.c2s}${c2s.ports.tls ? `, direct TLS port ${c2s.ports.tls}` : ''}, data in ${dataDir}`);
+  // A fresh zero-config node says how to use it in its first lines.
+  log.info(`clients: log in as NAME@${domain}` + (dnsSd ? ` (LAN clients find this node by DNS-SD/mDNS as ${dnsSd.host})` : ''));
+  log.info(directory.writable === false
+    ? 'users: from the LDAP directory (manage accounts there)'
+    : `add a user: ${isSea() ? process.execPath : 'imnode'} user add NAME --data-dir ${dataDir}`);
+  let membersTimer: NodeJS.Timeout | undefined;
+  if (pool) {
+    const p = pool;
+    membersTimer = setTimeout(() => {
+      const others = p.members().filter((m) => m.serverId !== p.serverId && m.state === 'alive').map((m) => m.serverId);
+      log.info(others.length ? `pool members found: ${others.join(', ')}` : 'pool members found: none yet (they are logged as they join)');
+    }, 3000).unref();
+  }
 
   let stopped: Promise<void> | null = null;
   return {
@@ -165,11 +226,15 @@ export async function startNode(config: Config, log: Logger, opts: { modules?: M
     stop(reason = 'shutdown') {
       stopped ??= (async () => {
         log.info(`stopping (${reason})`);
+        clearTimeout(membersTimer);
+        // First: LAN clients stop being sent here.
+        await dnsSd?.stop();
         await admin.stop();
         await c2s.stop();
         await poolRouting?.stop();
         await poolCert?.stop();
         await modules.stop();
+        await directory.stop?.();
         await userData.stop();
         await pool?.stop();
         await store.close();

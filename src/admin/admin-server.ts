@@ -12,6 +12,7 @@
 //   GET    /users/NAME             200 {"name"} | 404 unknown-user
 //   PUT    /users/NAME/password    {"password"} -> 204 | 404 unknown-user
 //   DELETE /users/NAME             204 | 404 unknown-user
+//   POST   /cache/flush            {"name"?} -> 200 {"flushed": n}: drops cached directory data (LDAP)
 // Errors are JSON {"error": message, "code": code}; /users answers 501 when the
 // node gave no account provider. The client side (AdminClient) is at the end.
 import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -20,7 +21,7 @@ import { chmod, lstat, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from './log.ts';
 import type { MemberInfo } from '../pool/types.ts';
-import { UnknownUserError, UserExistsError } from '../store/directory.ts';
+import { ReadOnlyDirectoryError, UnknownUserError, UserExistsError } from '../store/directory.ts';
 import { prepLocal, prepPassword } from '../xmpp/jid.ts';
 
 export const ADMIN_SOCKET_NAME = 'admin.sock';
@@ -49,6 +50,14 @@ export interface AdminStatus {
   ports: Record<string, number>;
   /** The pool as this node sees it, itself included; absent or empty without a pool. */
   members?: MemberInfo[];
+  /** 'relay' on a relay-only node (--relay-only). */
+  role?: string;
+  /** Open pool connections: to which member, from which address, direct or relayed (PoolConnectionInfo). */
+  connections?: object[];
+  /** A normal node's --relay list and its reservations there (RelayClientStatus). */
+  relays?: object[];
+  /** A relay-only node's reservations, relayed connections and bytes (RelayServerStatus). */
+  relay?: object;
 }
 
 /** Account operations for POST/PUT/DELETE /users; names arrive prepared (RFC 7622 localparts). */
@@ -69,6 +78,8 @@ export interface AdminServerOptions {
   log: Logger;
   status: () => Promise<object> | object;
   users?: AdminUsers;
+  /** The node's cache of an external directory (LDAP); /cache answers 501 without it. */
+  cache?: { flush(name?: string): Promise<number> };
 }
 
 export interface AdminServer {
@@ -271,6 +282,16 @@ async function handle(req: IncomingMessage, res: ServerResponse, opts: AdminServ
       await handleUsers(req, res, parts.slice(1), opts);
       return;
     }
+    if (parts.length === 2 && parts[0] === 'cache' && parts[1] === 'flush') {
+      allow(req, ['POST']);
+      if (!opts.cache) throw new HttpError(501, 'no-cache', 'this node keeps no directory cache (no --ldap-url)');
+      const body = await readJson(req);
+      const name = body.name === undefined ? undefined : userName(field(body, 'name'));
+      const flushed = await opts.cache.flush(name);
+      opts.log.info(`admin channel: flushed ${flushed} directory cache entries${name ? ` of ${name}` : ''}`);
+      sendJson(res, 200, { flushed });
+      return;
+    }
     throw new HttpError(404, 'not-found', `no such resource: ${url.pathname}`);
   } catch (e) {
     if (e instanceof HttpError) {
@@ -324,6 +345,7 @@ async function handleUsers(req: IncomingMessage, res: ServerResponse, rest: stri
     const kind = e instanceof Error ? e.name : '';
     if (e instanceof UserExistsError || kind === 'UserExistsError') throw new HttpError(409, 'user-exists', (e as Error).message);
     if (e instanceof UnknownUserError || kind === 'UnknownUserError') throw new HttpError(404, 'unknown-user', (e as Error).message);
+    if (e instanceof ReadOnlyDirectoryError) throw new HttpError(403, 'read-only', e.message);
     throw e;
   }
 }
@@ -459,6 +481,12 @@ export class AdminClient {
 
   async deleteUser(name: string): Promise<void> {
     await this.#users(name, () => this.request('DELETE', `/users/${encodeURIComponent(name)}`));
+  }
+
+  /** Drops the node's cached directory data of one user, or all; resolves with how many entries went. */
+  async flushCache(name?: string): Promise<number> {
+    const r = await this.request('POST', '/cache/flush', name === undefined ? {} : { name });
+    return Number((r.body as { flushed?: unknown }).flushed ?? 0);
   }
 
   async #users(name: string, fn: () => Promise<AdminResponse>): Promise<void> {

@@ -67,12 +67,6 @@ test('an out-of-range port: exit 2', () => {
   assert.equal(lines(r.stderr), ['imnode: --c2s-port: 70000 is not a port (0-65535)']);
 });
 
-test('relay flags are refused while relays do not exist', () => {
-  const r = imnode(['--relay-only']);
-  assert.is(r.status, 2);
-  assert.equal(lines(r.stderr), ['imnode: --relay-only: relays are not implemented yet in this version']);
-});
-
 test('--version prints the package version', async () => {
   const pkg = JSON.parse(await readFile(join(root, 'package.json'), 'utf8')) as { version: string };
   const r = imnode(['--version']);
@@ -116,6 +110,21 @@ test('adding an existing user: exit 1', () => {
   const r = user('add', 'alice@imnode.local', '--password-file', join(dir, 'pw'));
   assert.is(r.status, 1);
   assert.match(r.stderr, /already exists/);
+});
+
+test('with an LDAP directory, user add/passwd/del are refused: the accounts live there', async () => {
+  for (const action of ['add', 'passwd', 'del']) {
+    const r = user(action, 'carol', '--password-file', join(dir, 'pw'), '--ldap-url', 'ldap://127.0.0.1:1', '--ldap-base-dn', 'dc=example,dc=org');
+    assert.is(r.status, 1, `user ${action}: ${r.stderr}`);
+    assert.match(r.stderr, new RegExp(`user ${action}: the accounts are in the LDAP directory`));
+  }
+  // Nothing was created in the embedded directory.
+  const store = await Store.open(join(dataDir, 'db'));
+  try {
+    assert.is(await new EmbeddedDirectory(store).exists('carol'), false);
+  } finally {
+    await store.close();
+  }
 });
 
 test('password from a stdin pipe; names are prepared', async () => {

@@ -96,7 +96,13 @@ export function createLab(n: number, opts: LabOptions = {}): Lab {
   hookExit();
   const id = `${process.pid.toString(36)}${(counter++).toString(36)}`;
   const bridge = `imbr${id}`.slice(0, 15);
-  const third = (process.pid % 250) + 1;
+  // PID-derived so logs of parallel runs are told apart; with hostAddress the
+  // /24 is routed in the root namespace, so the first free one from there on.
+  let third = (process.pid % 250) + 1;
+  if (opts.hostAddress) {
+    const used = run(ip, ['-o', '-4', 'addr', 'show'], true) + run(ip, ['-4', 'route', 'show'], true);
+    for (let k = 0; k < 250 && used.includes(`10.77.${third}.`); k++) third = (third % 250) + 1;
+  }
   const hosts: NetnsHost[] = [];
   const procs = new Set<ChildProcess>();
   const created = { bridge: false, ns: [] as string[], veth: [] as string[] };
