@@ -12,17 +12,16 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { startServer, trustServerCert, tempDir, type TestServer } from '../helpers/imnode.ts';
 import { connect, xml, expectIqError, type TestClient, type XmlEl } from '../helpers/xmppjs.ts';
+import {
+  MUC, MUC_USER as USER, MUC_ADMIN as ADMIN, MUC_OWNER as OWNER, DATA, codes, condition, isSubject, joinPresence,
+  join as mucJoin, instantRoom as mucInstantRoom,
+} from '../helpers/muc.ts';
 import { rmSync } from 'node:fs';
 
 process.on('unhandledRejection', (e) => { if ((e as Error | undefined)?.name !== 'StanzaError') throw e; });
 
-const MUC = 'http://jabber.org/protocol/muc';
-const USER = 'http://jabber.org/protocol/muc#user';
-const ADMIN = 'http://jabber.org/protocol/muc#admin';
-const OWNER = 'http://jabber.org/protocol/muc#owner';
 const INFO = 'http://jabber.org/protocol/disco#info';
 const ITEMS = 'http://jabber.org/protocol/disco#items';
-const DATA = 'jabber:x:data';
 const USERS = { alice: 'pw-a', bob: 'pw-b', carol: 'pw-c', dave: 'pw-d' };
 
 let server: TestServer;
@@ -50,26 +49,13 @@ async function login(u: keyof typeof USERS, s = server): Promise<TestClient> {
   return c;
 }
 
-const codes = (p: XmlEl): string[] => (p.getChild('x', USER)?.getChildren('status') ?? []).map((s) => s.attrs.code).sort();
 const item = (p: XmlEl): Record<string, string> => p.getChild('x', USER)?.getChild('item')?.attrs ?? {};
 const isPres = (from: string, type?: string) => (s: XmlEl) => s.name === 'presence' && s.attrs.from === from && s.attrs.type === type;
 const isMsg = (from: string, body?: string) => (s: XmlEl) => s.name === 'message' && s.attrs.from === from && (body === undefined || s.getChildText('body') === body);
-const isSubject = (room: string) => (s: XmlEl) => s.name === 'message' && s.attrs.from?.startsWith(room) && s.getChild('subject') !== undefined && !s.getChild('body');
 const isError = (from: string, name = 'presence') => (s: XmlEl) => s.name === name && s.attrs.from === from && s.attrs.type === 'error';
-const condition = (s: XmlEl): string => s.getChild('error')?.children.find((c): c is XmlEl => typeof c !== 'string' && c.attrs.xmlns === 'urn:ietf:params:xml:ns:xmpp-stanzas' && c.name !== 'text')?.name ?? '';
 
-function joinPresence(room: string, nick: string, extra: XmlEl[] = []): XmlEl {
-  return xml('presence', { to: `${room}/${nick}` }, xml('x', { xmlns: MUC }, ...extra));
-}
-
-/** Joins and returns the self-presence; waits for the subject, which ends the join (§7.2.16). */
-async function join(c: TestClient, room: string, nick: string, extra: XmlEl[] = []): Promise<XmlEl> {
-  await c.send(joinPresence(room, nick, extra));
-  const self = await c.waitFor((s) => s.name === 'presence' && s.attrs.from === `${room}/${nick}` && codes(s).includes('110'), 5000, `self-presence in ${room}`);
-  if (self.attrs.type === 'error') return self;
-  await c.waitFor(isSubject(room), 5000, `subject of ${room}`);
-  return self;
-}
+/** Joins and returns the self-presence (or the error); waits for the subject, which ends the join (§7.2.16). */
+const join = (c: TestClient, room: string, nick: string, extra: XmlEl[] = []): Promise<XmlEl> => mucJoin(c, room, nick, { extra, timeoutMs: 5000 });
 
 async function joinFails(c: TestClient, room: string, nick: string, extra: XmlEl[] = []): Promise<XmlEl> {
   await c.send(joinPresence(room, nick, extra));
@@ -77,11 +63,7 @@ async function joinFails(c: TestClient, room: string, nick: string, extra: XmlEl
 }
 
 /** Creates an instant room (§10.1.2): join, then accept the default configuration. */
-async function instantRoom(c: TestClient, room: string, nick: string): Promise<void> {
-  const self = await join(c, room, nick);
-  assert.equal(codes(self), ['110', '201']);
-  await c.iq(xml('iq', { type: 'set', to: room }, xml('query', { xmlns: OWNER }, xml('x', { xmlns: DATA, type: 'submit' }))));
-}
+const instantRoom = (c: TestClient, room: string, nick: string): Promise<void> => mucInstantRoom(c, room, nick, 5000);
 
 function configure(c: TestClient, room: string, fields: Record<string, string | string[]>): Promise<XmlEl> {
   const form = xml('x', { xmlns: DATA, type: 'submit' },

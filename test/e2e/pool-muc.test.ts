@@ -12,35 +12,25 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createHash } from 'node:crypto';
-import { PoolLab, sleep, type LabNode } from '../helpers/pool-lab.ts';
+import { clientTracker, PoolLab, sleep, type LabNode } from '../helpers/pool-lab.ts';
 import { trustServerCert } from '../helpers/imnode.ts';
 import { connect, xml, type TestClient, type XmlEl } from '../helpers/xmppjs.ts';
 import { slixLogin, slixMucJoin, type Slix } from '../helpers/slix.ts';
+import {
+  MUC_USER as USER, MUC_ADMIN as ADMIN, MUC_OWNER as OWNER, DATA, codes, condition, isSubject, joinPresence,
+  join as mucJoin, instantRoom,
+} from '../helpers/muc.ts';
 
 process.on('unhandledRejection', (e) => { if ((e as Error | undefined)?.name !== 'StanzaError') throw e; });
 
 const DOMAIN = 'pool.test';
 const SVC = `conference.${DOMAIN}`;
-const MUC = 'http://jabber.org/protocol/muc';
-const USER = 'http://jabber.org/protocol/muc#user';
-const ADMIN = 'http://jabber.org/protocol/muc#admin';
-const OWNER = 'http://jabber.org/protocol/muc#owner';
-const DATA = 'jabber:x:data';
 const USERS = { alice: 'alice-pw', bob: 'bob-pw', carol: 'carol-pw', dave: 'dave-pw', eve: 'eve-pw', frank: 'frank-pw' };
 type User = keyof typeof USERS;
 
 let pool: PoolLab;
 let n1: LabNode, n2: LabNode, n3: LabNode, n4: LabNode;
-const clients: Array<{ stop(): Promise<void> }> = [];
-
-function track<T extends { stop(): Promise<void> }>(c: T): T {
-  clients.push(c);
-  return c;
-}
-
-async function stopClients(): Promise<void> {
-  for (const c of clients.splice(0).reverse()) await c.stop().catch(() => undefined);
-}
+const { track, stopAll: stopClients } = clientTracker();
 
 async function login(node: LabNode, user: User, resource = 'r'): Promise<TestClient> {
   const c = track(await connect(node.server, { username: user, password: USERS[user], resource }));
@@ -52,30 +42,14 @@ async function slix(node: LabNode, user: User): Promise<Slix> {
   return track(await slixLogin(node.server, { username: user, password: USERS[user], resource: 'slix', plugins: ['xep_0030', 'xep_0045'] }));
 }
 
-const codes = (p: XmlEl): string[] => (p.getChild('x', USER)?.getChildren('status') ?? []).map((s) => s.attrs.code).sort();
 const isPres = (from: string, type?: string) => (s: XmlEl) => s.name === 'presence' && s.attrs.from === from && s.attrs.type === type;
 const isMsg = (from: string, body?: string) => (s: XmlEl) => s.name === 'message' && s.attrs.from === from && (body === undefined || s.getChildText('body') === body);
-const isSubject = (room: string) => (s: XmlEl) => s.name === 'message' && !!s.attrs.from?.startsWith(room) && s.getChild('subject') !== undefined && !s.getChild('body');
-const condition = (s: XmlEl): string => s.getChild('error')?.children.find((c): c is XmlEl => typeof c !== 'string' && c.attrs.xmlns === 'urn:ietf:params:xml:ns:xmpp-stanzas' && c.name !== 'text')?.name ?? '';
-const joinPresence = (room: string, nick: string, extra: XmlEl[] = []) => xml('presence', { to: `${room}/${nick}` }, xml('x', { xmlns: MUC }, ...extra));
-
-async function join(c: TestClient, room: string, nick: string, extra: XmlEl[] = []): Promise<XmlEl> {
-  await c.send(joinPresence(room, nick, extra));
-  const self = await c.waitFor((s) => s.name === 'presence' && s.attrs.from === `${room}/${nick}` && (codes(s).includes('110') || s.attrs.type === 'error'), 10_000, `self-presence in ${room}`);
-  if (self.attrs.type !== 'error') await c.waitFor(isSubject(room), 10_000, `subject of ${room}`);
-  return self;
-}
+const join = (c: TestClient, room: string, nick: string, extra: XmlEl[] = []): Promise<XmlEl> => mucJoin(c, room, nick, { extra });
 
 async function joinError(c: TestClient, room: string, nick: string, extra: XmlEl[] = []): Promise<string> {
   const p = await join(c, room, nick, extra);
   assert.is(p.attrs.type, 'error', `expected ${c.jid} to be refused: ${p.toString()}`);
   return condition(p);
-}
-
-async function instantRoom(c: TestClient, room: string, nick: string): Promise<void> {
-  const self = await join(c, room, nick);
-  assert.equal(codes(self), ['110', '201']);
-  await c.iq(xml('iq', { type: 'set', to: room }, xml('query', { xmlns: OWNER }, xml('x', { xmlns: DATA, type: 'submit' }))), 10_000);
 }
 
 function configure(c: TestClient, room: string, fields: Record<string, string>): Promise<XmlEl> {
@@ -122,9 +96,7 @@ test.before(async () => {
 
 test.after(async () => {
   await stopClients();
-  await pool?.cleanup();
-  const left = pool?.leftovers();
-  if (left && (left.ns.length || left.links.length)) throw new Error(`the lab left ${JSON.stringify(left)}`);
+  await pool?.cleanupChecked();
 });
 
 test('join, subject, messages and private messages with occupants on three nodes (xmpp.js and slixmpp)', async () => {

@@ -15,12 +15,13 @@
 // Needs root (network namespaces) and nft; fails loudly otherwise.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { C2S_PORT, createSubnets, leftovers, NodeDirs, probeTcp, SubnetNode, until, type Subnets } from '../helpers/subnets.ts';
+import { C2S_PORT, probeTcp, until, type SubnetNode } from '../helpers/subnets.ts';
+import { chat, clientPorts, connectionsOf, RelayLab, waitMembers } from '../helpers/relay-lab.ts';
+import { enterRoom, groupchat as mucGroupchat } from '../helpers/muc.ts';
 import { trustServerCert } from '../helpers/imnode.ts';
-import { connect, xml, type TestClient, type XmlEl } from '../helpers/xmppjs.ts';
+import type { TestClient } from '../helpers/xmppjs.ts';
 
 const DOMAIN = 'pool.test';
-const PASSWORD = 'nat lab secret';
 const USERS = { alice: 'alice-pw', bob: 'bob-pw', carol: 'carol-pw' };
 /** DEFAULT_DATA_LIMIT of @libp2p/circuit-relay-v2 (128 KiB per relayed connection). */
 const DEFAULT_RELAY_DATA_LIMIT = 1 << 17;
@@ -33,100 +34,37 @@ const POOL_PORT = 7400;
  * administratively prohibited instead.
  */
 const REFUSE = process.env.IMNODE_TEST_NAT_REFUSE === 'reject' ? 'reject' : 'drop';
-
-let nets: Subnets;
-const dirs = new NodeDirs();
-let relay: SubnetNode, a1: SubnetNode, b1: SubnetNode, b2: SubnetNode, b3: SubnetNode;
-const clients: TestClient[] = [];
-
-async function login(node: SubnetNode, user: keyof typeof USERS, resource: string): Promise<TestClient> {
-  const c = await connect(node.server!, { username: user, password: USERS[user], resource });
-  clients.push(c);
-  await c.send(xml('presence'));
-  return c;
-}
-
-const isChat = (from: string, body: string) => (s: XmlEl) => s.name === 'message' && s.attrs.from === from && s.getChildText('body') === body;
-
-const MUC = 'http://jabber.org/protocol/muc';
-const MUC_USER = 'http://jabber.org/protocol/muc#user';
-const MUC_OWNER = 'http://jabber.org/protocol/muc#owner';
 const ROOM = `natroom@conference.${DOMAIN}`;
 
-/** Joins ROOM (XEP-0045 §7.2): self-presence with status 110, then the subject; a new room is made instant (§10.1.2). */
-async function joinRoom(c: TestClient, nick: string): Promise<void> {
-  await c.send(xml('presence', { to: `${ROOM}/${nick}` }, xml('x', { xmlns: MUC })));
-  const self = await c.waitFor((s) => s.name === 'presence' && s.attrs.from === `${ROOM}/${nick}` &&
-    ((s.getChild('x', MUC_USER)?.getChildren('status') ?? []).some((st) => st.attrs.code === '110') || s.attrs.type === 'error'), 10_000, `self-presence in ${ROOM}`);
-  assert.is.not(self.attrs.type, 'error', `${c.jid} could not join: ${self.toString()}`);
-  await c.waitFor((s) => s.name === 'message' && s.attrs.from === ROOM && s.getChild('subject') !== undefined, 10_000, `subject of ${ROOM}`);
-  if ((self.getChild('x', MUC_USER)?.getChildren('status') ?? []).some((st) => st.attrs.code === '201')) {
-    await c.iq(xml('iq', { type: 'set', to: ROOM }, xml('query', { xmlns: MUC_OWNER }, xml('x', { xmlns: 'jabber:x:data', type: 'submit' }))), 10_000);
-  }
-}
+let lab: RelayLab<keyof typeof USERS>;
+let relay: SubnetNode, a1: SubnetNode, b1: SubnetNode, b2: SubnetNode, b3: SubnetNode;
 
-async function groupchat(from: TestClient, fromNick: string, to: TestClient, body: string): Promise<void> {
-  await from.send(xml('message', { to: ROOM, type: 'groupchat' }, xml('body', {}, body)));
-  await to.waitFor((s) => s.name === 'message' && s.attrs.type === 'groupchat' && s.attrs.from === `${ROOM}/${fromNick}` && s.getChildText('body') === body,
-    10_000, `groupchat '${body}' at ${to.jid}`);
-}
-
-async function chat(from: TestClient, to: TestClient, body: string, timeoutMs = 5000): Promise<void> {
-  await from.send(xml('message', { to: to.jid, type: 'chat' }, xml('body', {}, body)));
-  await to.waitFor(isChat(from.jid, body), timeoutMs, `'${body.slice(0, 40)}' from ${from.jid} at ${to.jid}`);
-}
-
-async function connectionsOf(n: SubnetNode): Promise<Array<Record<string, unknown>>> {
-  const s = await n.status();
-  return Array.isArray(s?.connections) ? s.connections as Array<Record<string, unknown>> : [];
-}
-
-async function waitMembers(nodes: SubnetNode[], want: string[], timeoutMs: number): Promise<number> {
-  const t0 = Date.now();
-  const key = [...want].sort().join(',');
-  await until(async () => {
-    for (const n of nodes) if ((await n.alive_()).join(',') !== key) return false;
-    return true;
-  }, timeoutMs, `[${key}] alive on ${nodes.map((n) => n.serverId).join(', ')}`).catch(async (e: Error) => {
-    const views = await Promise.all(nodes.map(async (n) => `${n.serverId}: ${(await n.alive_().catch(() => [])).join(',')}`));
-    throw new Error(`${e.message}; views: ${views.join('; ')}\n${nodes.map((n) => `--- ${n.serverId}\n${n.tail(15)}`).join('\n')}`);
-  });
-  return Date.now() - t0;
-}
+const groupchat = (from: TestClient, fromNick: string, to: TestClient, body: string): Promise<void> => mucGroupchat(ROOM, from, fromNick, to, body);
 
 test.before(async () => {
   // The relay runs on A's first host, the only destination B may open connections to.
-  nets = createSubnets([{ name: 'A', hosts: 2 }, { name: 'B', hosts: 3, nat: { egress: [{ to: { subnet: 'A', host: 0 }, port: POOL_PORT }], refuse: REFUSE } }]);
-  const A = nets.subnet('A'), B = nets.subnet('B');
+  lab = RelayLab.create([{ name: 'A', hosts: 2 }, { name: 'B', hosts: 3, nat: { egress: [{ to: { subnet: 'A', host: 0 }, port: POOL_PORT }], refuse: REFUSE } }],
+    { domain: DOMAIN, password: 'nat lab secret', users: USERS });
+  const A = lab.subnet('A'), B = lab.subnet('B');
   const relayAddr = `/ip4/${A.hosts[0].ip}/tcp/${POOL_PORT}`;
-  relay = new SubnetNode(nets, A, A.hosts[0], 'relay', await dirs.make(null, DOMAIN),
-    ['--relay-only', '--domain', DOMAIN, '--pool-password', PASSWORD, '--autodiscover', '--pool-listen', relayAddr], true);
-  const args = (ip: string): string[] => ['--domain', DOMAIN, '--pool-password', PASSWORD, '--autodiscover',
-    '--relay', relayAddr, '--bind', ip, '--c2s-port', String(C2S_PORT), '--c2s-tls-port', '5223', '--auth-fail-delay', '50ms'];
-  a1 = new SubnetNode(nets, A, A.hosts[1], 'a1', await dirs.make(USERS, DOMAIN), args(A.hosts[1].ip), false);
-  b1 = new SubnetNode(nets, B, B.hosts[0], 'b1', await dirs.make(USERS, DOMAIN), args(B.hosts[0].ip), false);
-  b2 = new SubnetNode(nets, B, B.hosts[1], 'b2', await dirs.make(USERS, DOMAIN), args(B.hosts[1].ip), false);
-  b3 = new SubnetNode(nets, B, B.hosts[2], 'b3', await dirs.make(USERS, DOMAIN), args(B.hosts[2].ip), false);
+  relay = await lab.relayNode(A, A.hosts[0], 'relay', ['--autodiscover', '--pool-listen', relayAddr]);
+  const args = (ip: string): string[] => ['--autodiscover', '--relay', relayAddr, ...clientPorts(ip)];
+  a1 = await lab.fullNode(A, A.hosts[1], 'a1', args(A.hosts[1].ip));
+  b1 = await lab.fullNode(B, B.hosts[0], 'b1', args(B.hosts[0].ip));
+  b2 = await lab.fullNode(B, B.hosts[1], 'b2', args(B.hosts[1].ip));
+  b3 = await lab.fullNode(B, B.hosts[2], 'b3', args(B.hosts[2].ip));
   await relay.start();
   await Promise.all([a1.start(), b1.start(), b2.start()]);
 });
 
 test.after(async () => {
-  for (const c of clients.splice(0)) await c.stop().catch(() => undefined);
-  for (const n of [a1, b1, b2, b3, relay]) {
-    await n?.kill().catch(() => undefined);
-    await n?.closeForward().catch(() => undefined);
-  }
-  nets?.cleanup();
-  dirs.cleanup();
-  const left = nets ? leftovers(nets.id) : { ns: [], links: [] };
-  if (left.ns.length || left.links.length) throw new Error(`the subnets left ${JSON.stringify(left)}`);
+  await lab?.cleanup();
 });
 
 test('B behind the NAT: every member sees every other; A and B are connected through the relay only', async () => {
   const ms = await waitMembers([relay, a1, b1, b2], ['a1', 'b1', 'b2', 'relay'], 15_000);
   console.log(`  four members across the NAT in ${ms} ms`);
-  const A = nets.subnet('A');
+  const A = lab.subnet('A');
   const relayPeer = await relay.peerId();
   for (const b of [b1, b2]) {
     await until(async () => (await connectionsOf(a1)).some((x) => x.serverId === b.serverId), 5000, `a1 connected to ${b.serverId}`);
@@ -167,18 +105,18 @@ test('B behind the NAT: every member sees every other; A and B are connected thr
 });
 
 test('the NAT: nothing from A gets into B, nothing but the relay gets out of B', async () => {
-  const A = nets.subnet('A'), B = nets.subnet('B');
+  const A = lab.subnet('A'), B = lab.subnet('B');
   const [b1Ip, a1Ip, relayIp] = [B.hosts[0].ip, A.hosts[1].ip, A.hosts[0].ip];
-  const drops0 = nets.natDrops('B');
+  const drops0 = lab.nets.natDrops('B');
   const [inC2s, inPool, outC2s, outPool, toRelay, insideB, insideA] = await Promise.all([
-    probeTcp(nets, A.hosts[1].ns, b1Ip, C2S_PORT),
-    probeTcp(nets, A.hosts[0].ns, b1Ip, POOL_PORT),
-    probeTcp(nets, B.hosts[0].ns, a1Ip, C2S_PORT),
-    probeTcp(nets, B.hosts[0].ns, a1Ip, POOL_PORT),
-    probeTcp(nets, B.hosts[0].ns, relayIp, POOL_PORT),
+    probeTcp(lab.nets, A.hosts[1].ns, b1Ip, C2S_PORT),
+    probeTcp(lab.nets, A.hosts[0].ns, b1Ip, POOL_PORT),
+    probeTcp(lab.nets, B.hosts[0].ns, a1Ip, C2S_PORT),
+    probeTcp(lab.nets, B.hosts[0].ns, a1Ip, POOL_PORT),
+    probeTcp(lab.nets, B.hosts[0].ns, relayIp, POOL_PORT),
     // The same ports answer where the network routes: what the NAT drops is not a closed port.
-    probeTcp(nets, B.hosts[1].ns, b1Ip, C2S_PORT),
-    probeTcp(nets, A.hosts[0].ns, a1Ip, C2S_PORT),
+    probeTcp(lab.nets, B.hosts[1].ns, b1Ip, C2S_PORT),
+    probeTcp(lab.nets, A.hosts[0].ns, a1Ip, C2S_PORT),
   ]);
   assert.is(insideB, 'connected', `b2 -> b1:${C2S_PORT} inside B`);
   assert.is(insideA, 'connected', `relay host -> a1:${C2S_PORT} inside A`);
@@ -189,15 +127,15 @@ test('the NAT: nothing from A gets into B, nothing but the relay gets out of B',
   const refused = REFUSE === 'drop' ? 'timeout' : 'EHOSTUNREACH';
   assert.is(outC2s, refused, `b1 -> a1:${C2S_PORT} must be refused (egress filter)`);
   assert.is(outPool, refused, `b1 -> a1:${POOL_PORT} must be refused (egress filter)`);
-  const drops = nets.natDrops('B');
+  const drops = lab.nets.natDrops('B');
   assert.ok(drops.inbound >= drops0.inbound + 2, `the router counted the inbound drops: ${JSON.stringify({ drops0, drops })}`);
   assert.ok(drops.egress >= drops0.egress + 2, `the router counted the egress refusals: ${JSON.stringify({ drops0, drops })}`);
 });
 
 test('alice (A) and bob (B) chat and share a room through the relay past the default relay data limit, on one relayed connection', async () => {
   trustServerCert(a1.server!);
-  const alice = await login(a1, 'alice', 'a');
-  const bob = await login(b1, 'bob', 'b');
+  const alice = await lab.login(a1, 'alice', 'a');
+  const bob = await lab.login(b1, 'bob', 'b');
   await chat(alice, bob, 'across the NAT');
   await chat(bob, alice, 'through the relay');
   const before = (await connectionsOf(a1)).find((x) => x.serverId === 'b1')!;
@@ -213,8 +151,8 @@ test('alice (A) and bob (B) chat and share a room through the relay past the def
   assert.ok(relayed > DEFAULT_RELAY_DATA_LIMIT, `relayed ${relayed} bytes, more than a default relay allows (${DEFAULT_RELAY_DATA_LIMIT})`);
   await chat(alice, bob, 'still there after the limit');
   // And a room across the NAT, on the same relayed connection.
-  await joinRoom(alice, 'Alice');
-  await joinRoom(bob, 'Bob');
+  await enterRoom(alice, ROOM, 'Alice');
+  await enterRoom(bob, ROOM, 'Bob');
   await groupchat(alice, 'Alice', bob, 'room across the NAT');
   await groupchat(bob, 'Bob', alice, 'room through the relay');
   const after = (await connectionsOf(a1)).find((x) => x.serverId === 'b1')!;
@@ -228,7 +166,7 @@ test('alice (A) and bob (B) chat and share a room through the relay past the def
 });
 
 test('relay restarted: the partition it caused heals, and a node started in B meanwhile joins the whole pool', async () => {
-  const [alice, bob] = clients;
+  const [alice, bob] = lab.clients;
   await relay.kill();
   // A and B have no other path: each side fails the other.
   await waitMembers([a1], ['a1'], 10_000);
@@ -244,7 +182,7 @@ test('relay restarted: the partition it caused heals, and a node started in B me
   // the heal is the MUC module's partition handling; reported, not asserted here.
   const healed = await groupchat(bob, 'Bob', alice, 'room after the relay came back').then(() => 'delivered', (e: Error) => `not delivered (${e.message})`);
   console.log(`  groupchat across the healed partition without rejoining: ${healed}`);
-  const carol = await login(b3, 'carol', 'c');
+  const carol = await lab.login(b3, 'carol', 'c');
   await chat(carol, alice, 'b3 joined through the relay');
 });
 

@@ -10,7 +10,7 @@
 // Needs root (network namespaces); fails loudly otherwise.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { PoolLab, sleep, waitUntil, type LabNode } from '../helpers/pool-lab.ts';
+import { clientTracker, PoolLab, sleep, waitUntil, type LabNode } from '../helpers/pool-lab.ts';
 import { runCli, trustServerCert } from '../helpers/imnode.ts';
 import { connect, xml, type TestClient, type XmlEl } from '../helpers/xmppjs.ts';
 import { RawClient } from '../helpers/raw.ts';
@@ -25,17 +25,7 @@ const FORWARD = 'urn:xmpp:forward:0';
 
 let pool: PoolLab;
 let n1: LabNode, n2: LabNode, n3: LabNode, wrongPw: LabNode, otherDomain: LabNode;
-const clients: Array<{ stop(): Promise<void> }> = [];
-
-/** A client that is stopped after the test whatever happens. */
-function track<T extends { stop(): Promise<void> }>(c: T): T {
-  clients.push(c);
-  return c;
-}
-
-async function stopClients(): Promise<void> {
-  for (const c of clients.splice(0).reverse()) await c.stop().catch(() => undefined);
-}
+const { track, stopAll: stopClients } = clientTracker();
 
 function login(node: LabNode, user: keyof typeof USERS, resource: string): Promise<TestClient> {
   return connect(node.server, { username: user, password: USERS[user], resource }).then(track);
@@ -85,9 +75,7 @@ test.before(async () => {
 
 test.after(async () => {
   await stopClients();
-  await pool?.cleanup();
-  const left = pool?.leftovers();
-  if (left && (left.ns.length || left.links.length)) throw new Error(`the lab left ${JSON.stringify(left)}`);
+  await pool?.cleanupChecked();
 });
 
 test('three nodes started with only --autodiscover and a password form a pool within 5 s', async () => {

@@ -38,7 +38,7 @@ export interface Lab {
 
 const IP = '/usr/sbin/ip';
 let counter = 0;
-const live = new Set<Lab>();
+const live = new Set<{ cleanup(): void }>();
 let hooked = false;
 
 function ipBin(): string {
@@ -59,12 +59,23 @@ export function requireRootAndIp(): string {
   return ipBin();
 }
 
-function run(ip: string, args: string[], allowFail = false): string {
+/** Runs `ip` with args; throws with its error output unless allowFail. */
+export function run(ip: string, args: string[], allowFail = false): string {
   const r = spawnSync(ip, args, { encoding: 'utf8' });
   if (r.status !== 0 && !allowFail) {
     throw new Error(`ip ${args.join(' ')} failed (${r.status}): ${(r.stderr || r.stdout || '').trim()}`);
   }
   return r.stdout ?? '';
+}
+
+/** Cleans `x` up if the process exits or is ended by a signal before `releaseAtExit(x)` (its own cleanup). */
+export function cleanupAtExit(x: { cleanup(): void }): void {
+  hookExit();
+  live.add(x);
+}
+
+export function releaseAtExit(x: { cleanup(): void }): void {
+  live.delete(x);
 }
 
 function hookExit(): void {

@@ -16,14 +16,15 @@
 // on <data-dir>/admin.sock, what `imnode pool status --json` prints) when the node
 // serves one, and otherwise from its membership log lines. Everything started here
 // is ended by PID in cleanup(), which also deletes the namespaces and data dirs.
-import type { ChildProcess } from 'node:child_process';
-import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, rmSync } from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { createLab, leftovers, type Lab, type NetnsHost } from './netns.ts';
 import { BIN, NODE, ROOT, prepareTemplate, type TestServer } from './imnode.ts';
-import { AdminClient, AdminUnavailableError } from '../../src/admin/admin-server.ts';
+import { NodeProcess, nodeEnv, serverView } from './node-process.ts';
+
+export type { LogMark } from './node-process.ts';
 
 export const C2S_PORT = 5222;
 export const C2S_TLS_PORT = 5223;
@@ -77,32 +78,23 @@ export interface NodeStatus {
   raw?: Record<string, unknown>;
 }
 
-/** Marks a position in a node's output (see LabNode.mark). */
-export type LogMark = number;
-
-export class LabNode {
+export class LabNode extends NodeProcess {
   readonly index: number;
   readonly name: string;
   readonly serverId: string;
   readonly host: NetnsHost;
   readonly domain: string;
   readonly password: string | null;
-  readonly dataDir: string;
   readonly args: string[];
   /** The node as test/helpers/xmppjs.ts and slix.ts expect a server (through the loopback relay). */
   readonly server: TestServer;
-  proc: ChildProcess | null = null;
   /** When the current run was spawned (ms since epoch). */
   spawnedAt = 0;
-  /** Output of every run of this node, in order; runs are separated by a marker line. */
-  #out = '';
-  #runStart = 0;
-  #exited: Promise<number | null> = Promise.resolve(null);
-  #waiters: Array<() => void> = [];
   readonly #lab: PoolLab;
   readonly relays: { c2s: Relay; tls: Relay };
 
   constructor(lab: PoolLab, index: number, host: NetnsHost, spec: Required<Omit<NodeSpec, 'start'>>, dataDir: string, relays: { c2s: Relay; tls: Relay }) {
+    super(`node${index + 1}`, dataDir);
     this.#lab = lab;
     this.index = index;
     this.name = `node${index + 1}`;
@@ -110,76 +102,9 @@ export class LabNode {
     this.host = host;
     this.domain = spec.domain;
     this.password = spec.password;
-    this.dataDir = dataDir;
     this.args = spec.args;
     this.relays = relays;
-    const self = this;
-    this.server = {
-      get proc() { return self.proc!; },
-      get pid() { return self.pid; },
-      domain: this.domain,
-      port: relays.c2s.port,
-      tlsPort: relays.tls.port,
-      dataDir,
-      output: () => self.output(),
-      stop: async () => self.stop(),
-      kill: async () => self.kill(),
-      certPem: () => readFileSync(path.join(dataDir, 'tls', 'cert.pem'), 'utf8'),
-    };
-  }
-
-  get pid(): number {
-    return this.proc?.pid ?? 0;
-  }
-
-  get alive(): boolean {
-    return !!this.proc && this.proc.exitCode === null && this.proc.signalCode === null;
-  }
-
-  /** Everything every run of this node wrote. */
-  output(): string {
-    return this.#out;
-  }
-
-  /** Output of the current (or last) run only. */
-  runOutput(): string {
-    return this.#out.slice(this.#runStart);
-  }
-
-  /** A position in the output; pass it to waitLog/logSince to look only at what follows. */
-  mark(): LogMark {
-    return this.#out.length;
-  }
-
-  logSince(mark: LogMark): string {
-    return this.#out.slice(mark);
-  }
-
-  /** The last lines of the output, for failure messages. */
-  tail(lines = 40): string {
-    return this.#out.split('\n').slice(-lines).join('\n');
-  }
-
-  #wake(): void {
-    for (const w of this.#waiters.splice(0)) w();
-  }
-
-  /** Resolves with the match of re in the output after `from` (default: this run's start). */
-  async waitLog(re: RegExp, timeoutMs: number, what = String(re), from: LogMark = this.#runStart): Promise<RegExpExecArray> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const m = re.exec(this.#out.slice(from));
-      if (m) return m;
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`${this.name}: no ${what} within ${timeoutMs} ms; last output:\n${this.tail()}`);
-      await new Promise<void>((r) => {
-        const t = setTimeout(r, Math.min(left, 250));
-        this.#waiters.push(() => {
-          clearTimeout(t);
-          r();
-        });
-      });
-    }
+    this.server = serverView(this, this.domain, relays.c2s.port, relays.tls.port, () => this.stop());
   }
 
   /** The command line of this node (without the node binary). */
@@ -193,46 +118,11 @@ export class LabNode {
 
   /** Starts the node (again) on its data dir and waits for its "ready" line. */
   async start(timeoutMs = 30_000): Promise<void> {
-    if (this.alive) throw new Error(`${this.name} is running already`);
-    this.#out += `\n----- ${this.name} start at ${new Date().toISOString()} -----\n`;
-    this.#runStart = this.#out.length;
-    const env = { ...process.env };
-    delete env.IMNODE_POOL_PASSWORD;
-    const proc = this.#lab.lab.spawn(this.host, NODE, this.argv(), { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    this.proc = proc;
-    this.spawnedAt = Date.now();
-    const onData = (d: Buffer): void => {
-      this.#out += d.toString();
-      this.#wake();
-    };
-    proc.stdout!.on('data', onData);
-    proc.stderr!.on('data', onData);
-    this.#exited = new Promise((r) => proc.on('exit', (code, signal) => {
-      this.#out += `\n----- ${this.name} exited (${code ?? signal}) -----\n`;
-      this.#wake();
-      r(code);
-    }));
-    const exitedEarly = this.#exited.then(() => {
-      throw new Error(`${this.name} exited before it was ready:\n${this.tail(60)}`);
-    });
-    await Promise.race([this.waitLog(/ready: domain \S+, c2s port \d+/, timeoutMs, 'ready line'), exitedEarly]);
-    exitedEarly.catch(() => { /* it may exit later: not an error here */ });
-  }
-
-  /** SIGKILL by PID, then waits for the exit. */
-  async kill(): Promise<void> {
-    if (this.alive) process.kill(this.pid, 'SIGKILL');
-    await this.#exited;
-  }
-
-  /** SIGTERM (a planned leave), then waits for the exit; SIGKILL after `graceMs`. */
-  async stop(graceMs = 15_000): Promise<number | null> {
-    if (!this.alive) return this.#exited;
-    process.kill(this.pid, 'SIGTERM');
-    const t = setTimeout(() => { if (this.alive) process.kill(this.pid, 'SIGKILL'); }, graceMs);
-    const code = await this.#exited;
-    clearTimeout(t);
-    return code;
+    await this.run(() => {
+      const proc = this.#lab.lab.spawn(this.host, NODE, this.argv(), { cwd: ROOT, env: nodeEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+      this.spawnedAt = Date.now();
+      return proc;
+    }, /ready: domain \S+, c2s port \d+/, timeoutMs);
   }
 
   /** Cuts the node off the bridge (pool and clients alike) or reconnects it. */
@@ -247,16 +137,6 @@ export class LabNode {
   /** Own peer id, from this run's log. */
   peerId(): string | undefined {
     return /pool node \S+ \((\w+)\) listening/.exec(this.runOutput())?.[1];
-  }
-
-  /** The admin channel of this node, or null when it has none (yet). */
-  async adminStatus(): Promise<Record<string, unknown> | null> {
-    try {
-      return await new AdminClient(this.dataDir, { timeoutMs: 5000 }).status();
-    } catch (e) {
-      if (e instanceof AdminUnavailableError) return null;
-      throw e;
-    }
   }
 
   /** The pool as this node sees it: its /status when it has an admin channel, its log otherwise. */
@@ -483,6 +363,30 @@ export class PoolLab {
   leftovers(): { ns: string[]; links: string[] } {
     return leftovers(this.lab.id);
   }
+
+  /** cleanup(), then fails if a namespace or link of the lab is left: a test file's teardown. */
+  async cleanupChecked(): Promise<void> {
+    await this.cleanup();
+    const left = this.leftovers();
+    if (left.ns.length || left.links.length) throw new Error(`the lab left ${JSON.stringify(left)}`);
+  }
+}
+
+/**
+ * The clients of a test file: `track` each one made, `stopAll` after each test
+ * (newest first, whatever happened to them) so that no test leaks a session into the next.
+ */
+export function clientTracker(): { track<T extends { stop(): Promise<void> }>(c: T): T; stopAll(): Promise<void> } {
+  const clients: Array<{ stop(): Promise<void> }> = [];
+  return {
+    track(c) {
+      clients.push(c);
+      return c;
+    },
+    async stopAll() {
+      for (const c of clients.splice(0).reverse()) await c.stop().catch(() => undefined);
+    },
+  };
 }
 
 export function sleep(ms: number): Promise<void> {

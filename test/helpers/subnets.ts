@@ -22,13 +22,13 @@
 // namespaces (the router's nft state goes with its namespace), veths and bridges
 // by name.
 import { spawn, spawnSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { requireRootAndIp, type NetnsHost } from './netns.ts';
+import { cleanupAtExit, releaseAtExit, requireRootAndIp, run, type NetnsHost } from './netns.ts';
 import { BIN, NODE, ROOT, prepareTemplate, type TestServer } from './imnode.ts';
-import { startRelay, type Relay } from './pool-lab.ts';
-import { AdminClient, AdminUnavailableError } from '../../src/admin/admin-server.ts';
+import { startRelay, waitUntil, type Relay } from './pool-lab.ts';
+import { NodeProcess, nodeEnv, serverView } from './node-process.ts';
 
 export interface SubnetSpec {
   name: string;
@@ -69,28 +69,6 @@ export interface Subnets {
 }
 
 let counter = 0;
-const live = new Set<Subnets>();
-let hooked = false;
-
-function hookExit(): void {
-  if (hooked) return;
-  hooked = true;
-  process.on('exit', () => {
-    for (const s of [...live]) s.cleanup();
-  });
-  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-    process.once(sig, () => {
-      for (const s of [...live]) s.cleanup();
-      process.exit(128 + ({ SIGINT: 2, SIGTERM: 15, SIGHUP: 1 } as const)[sig]);
-    });
-  }
-}
-
-function run(ip: string, args: string[], allowFail = false): string {
-  const r = spawnSync(ip, args, { encoding: 'utf8' });
-  if (r.status !== 0 && !allowFail) throw new Error(`ip ${args.join(' ')} failed (${r.status}): ${(r.stderr || r.stdout || '').trim()}`);
-  return r.stdout ?? '';
-}
 
 /** Third octets not used by any 10.77 address or route of the root namespace, starting at a PID-derived one. */
 function freeOctets(ip: string, n: number): number[] {
@@ -149,7 +127,6 @@ function natRuleset(subnets: Array<{ name: string; prefix: string; leg: string; 
 
 export function createSubnets(specs: SubnetSpec[]): Subnets {
   const ip = requireRootAndIp();
-  hookExit();
   const id = `${process.pid.toString(36)}${(counter++).toString(36)}`;
   const routerNs = `imnode-${id}-r`;
   const octets = freeOctets(ip, specs.length);
@@ -190,7 +167,7 @@ export function createSubnets(specs: SubnetSpec[]): Subnets {
     cleanup() {
       if (cleaned) return;
       cleaned = true;
-      live.delete(self);
+      releaseAtExit(self);
       for (const p of procs) {
         if (p.pid !== undefined && p.exitCode === null && p.signalCode === null) {
           try {
@@ -203,7 +180,7 @@ export function createSubnets(specs: SubnetSpec[]): Subnets {
       for (const l of created.links) run(ip, ['link', 'del', l], true);
     },
   };
-  live.add(self);
+  cleanupAtExit(self);
 
   // Before anything is made: without nft there is no NAT to test.
   const nft = specs.some((s) => s.nat) ? nftBin() : null;
@@ -287,110 +264,41 @@ export function leftovers(id: string): { ns: string[]; links: string[] } {
 export const C2S_PORT = 5222;
 
 /** One imnode process (a relay or a full node) on a host of the subnets, ended by PID at cleanup. */
-export class SubnetNode {
+export class SubnetNode extends NodeProcess {
   readonly serverId: string;
   readonly host: NetnsHost;
   readonly subnet: Subnet;
-  readonly dataDir: string;
   readonly args: string[];
   readonly relayOnly: boolean;
   /** A TestServer view for test/helpers/xmppjs.ts (loopback forwarder to the node's c2s port); null for a relay. */
   server: TestServer | null = null;
-  proc: ChildProcess | null = null;
-  #out = '';
-  #runStart = 0;
-  #exited: Promise<unknown> = Promise.resolve();
   readonly #nets: Subnets;
   #forward: Relay | null = null;
 
   constructor(nets: Subnets, subnet: Subnet, host: NetnsHost, serverId: string, dataDir: string, args: string[], relayOnly: boolean) {
+    super(serverId, dataDir);
     this.#nets = nets;
     this.subnet = subnet;
     this.host = host;
     this.serverId = serverId;
-    this.dataDir = dataDir;
     this.args = args;
     this.relayOnly = relayOnly;
   }
 
-  get alive(): boolean {
-    return !!this.proc && this.proc.exitCode === null && this.proc.signalCode === null;
-  }
-
-  output(): string {
-    return this.#out;
-  }
-
-  runOutput(): string {
-    return this.#out.slice(this.#runStart);
-  }
-
-  tail(lines = 30): string {
-    return this.#out.split('\n').slice(-lines).join('\n');
-  }
-
   async start(timeoutMs = 30_000): Promise<void> {
-    if (this.alive) throw new Error(`${this.serverId} runs already`);
-    this.#out += `\n----- ${this.serverId} start at ${new Date().toISOString()} -----\n`;
-    this.#runStart = this.#out.length;
-    const env = { ...process.env };
-    delete env.IMNODE_POOL_PASSWORD;
     const argv = [BIN, '--data-dir', this.dataDir, '--server-id', this.serverId, '--log-level', 'debug', ...this.args];
-    const proc = this.#nets.spawn(this.host.ns, NODE, argv, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    this.proc = proc;
-    proc.stdout!.on('data', (d: Buffer) => (this.#out += d.toString()));
-    proc.stderr!.on('data', (d: Buffer) => (this.#out += d.toString()));
-    this.#exited = new Promise((r) => proc.on('exit', (code, sig) => {
-      this.#out += `\n----- ${this.serverId} exited (${code ?? sig}) -----\n`;
-      r(code);
-    }));
-    const deadline = Date.now() + timeoutMs;
-    while (!/ready: /.test(this.runOutput())) {
-      if (!this.alive) throw new Error(`${this.serverId} exited before it was ready:\n${this.tail(60)}`);
-      if (Date.now() > deadline) throw new Error(`${this.serverId}: not ready within ${timeoutMs} ms:\n${this.tail(60)}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    await this.run(() => this.#nets.spawn(this.host.ns, NODE, argv, { cwd: ROOT, env: nodeEnv(), stdio: ['ignore', 'pipe', 'pipe'] }), /ready: /, timeoutMs);
     if (!this.relayOnly && !this.#forward) {
-      this.#forward = await startRelay(() => ({ host: this.host.ip, port: C2S_PORT, localAddress: this.subnet.hostIp }));
-      const self = this;
-      const fwd = this.#forward;
-      this.server = {
-        get proc() { return self.proc!; },
-        get pid() { return self.proc?.pid ?? 0; },
-        domain: /--domain\s(\S+)/.exec(this.args.join(' '))?.[1] ?? 'localhost',
-        port: fwd.port,
-        tlsPort: 0,
-        dataDir: this.dataDir,
-        output: () => self.output(),
-        stop: async () => { await self.stop(); return null; },
-        kill: async () => self.kill(),
-        certPem: () => readFileSync(path.join(this.dataDir, 'tls', 'cert.pem'), 'utf8'),
-      };
+      const fwd = await startRelay(() => ({ host: this.host.ip, port: C2S_PORT, localAddress: this.subnet.hostIp }));
+      this.#forward = fwd;
+      const domain = /--domain\s(\S+)/.exec(this.args.join(' '))?.[1] ?? 'localhost';
+      this.server = serverView(this, domain, fwd.port, 0, async () => { await this.stop(); return null; });
     }
-  }
-
-  async kill(): Promise<void> {
-    if (this.alive) process.kill(this.proc!.pid!, 'SIGKILL');
-    await this.#exited;
-  }
-
-  async stop(graceMs = 15_000): Promise<void> {
-    if (!this.alive) return;
-    process.kill(this.proc!.pid!, 'SIGTERM');
-    const t = setTimeout(() => { if (this.alive) process.kill(this.proc!.pid!, 'SIGKILL'); }, graceMs);
-    await this.#exited;
-    clearTimeout(t);
   }
 
   /** GET /status on the admin socket; null when the node does not answer. */
   async status(): Promise<Record<string, unknown> | null> {
-    if (!this.alive) return null;
-    try {
-      return await new AdminClient(this.dataDir, { timeoutMs: 5000 }).status();
-    } catch (e) {
-      if (e instanceof AdminUnavailableError) return null;
-      throw e;
-    }
+    return this.alive ? this.adminStatus() : null;
   }
 
   /** Server ids this node sees alive, itself included, sorted. */
@@ -454,14 +362,7 @@ setTimeout(() => done('timeout'), ${timeoutMs});`;
   });
 }
 
-/** Polls fn until truthy; throws with `what` and fn's last value after timeoutMs. */
-export async function until<T>(fn: () => T | Promise<T>, timeoutMs: number, what: string, everyMs = 150): Promise<NonNullable<T>> {
-  const t0 = Date.now();
-  let last: T | undefined;
-  for (;;) {
-    last = await fn();
-    if (last) return last as NonNullable<T>;
-    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${JSON.stringify(last)})`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
+/** Polls fn until truthy (every 150 ms: the status it mostly polls costs a node some work); throws with `what` and fn's last value after timeoutMs. */
+export function until<T>(fn: () => T | Promise<T>, timeoutMs: number, what: string, everyMs = 150): Promise<NonNullable<T>> {
+  return waitUntil(fn, timeoutMs, what, everyMs);
 }

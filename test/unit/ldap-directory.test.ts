@@ -4,55 +4,42 @@
 // test moves, shared lookups, the bounded connection pool, groups.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Store } from '../../src/store/db.ts';
 import { ReadOnlyDirectoryError } from '../../src/store/directory.ts';
-import { LdapDirectory, LdapUnavailableError } from '../../src/store/ldap/directory.ts';
-import { ldapConfig, type LdapConfig } from '../../src/store/ldap/options.ts';
-import { loadConfig } from '../../src/admin/options.ts';
-import { createLogger } from '../../src/admin/log.ts';
-import '../../src/admin/core-options.ts';
-import '../../src/modules/index.ts';
-import { freePort, startSlapd, PEOPLE_DN, SERVICE_DN, SERVICE_PASSWORD, type Slapd } from '../helpers/slapd.ts';
+import { LdapUnavailableError, type LdapDirectory } from '../../src/store/ldap/directory.ts';
+import type { LdapConfig } from '../../src/store/ldap/options.ts';
+import { freePort, PEOPLE_DN, SERVICE_DN, SERVICE_PASSWORD, type Slapd } from '../helpers/slapd.ts';
+import { LdapUnit } from '../helpers/ldap-unit.ts';
 
 const MANY = Array.from({ length: 30 }, (_, i) => `user${i}`);
+let unit: LdapUnit;
 let slapd: Slapd;
-let dir: string;
-let store: Store;
 let clock = Date.now();
-const log = createLogger('error');
-const opened: LdapDirectory[] = [];
+const now = (): number => clock;
 
 test.before(async () => {
-  slapd = await startSlapd({
+  unit = await LdapUnit.start({
     users: [
       { uid: 'alice', password: 'alice-pw', cn: 'Alice', mail: 'alice@example.test' },
       { uid: 'bob', password: 'bob-pw' },
       ...MANY.map((uid) => ({ uid, password: `${uid}-pw` })),
     ],
     groups: [{ cn: 'staff', members: ['alice', 'bob'] }, { cn: 'admins', members: ['alice'] }],
-  });
-  dir = await mkdtemp(join(tmpdir(), 'imnode-ldap-unit-'));
-  store = await Store.open(dir);
+  }, 'imnode-ldap-unit-');
+  slapd = unit.slapd;
 });
 
 test.after(async () => {
-  for (const d of opened) await d.stop();
-  await store?.close();
-  if (dir) await rm(dir, { recursive: true, force: true });
-  await slapd?.cleanup();
+  await unit?.cleanup();
 });
 
-async function config(...args: string[]): Promise<LdapConfig> {
-  const { config } = await loadConfig([...slapd.imnodeArgs(), '--ldap-timeout', '1s', '--ldap-retry-max', '200ms', ...args], {});
-  return (await ldapConfig(config))!;
+function config(...args: string[]): Promise<LdapConfig> {
+  return unit.config([...slapd.imnodeArgs(), '--ldap-timeout', '1s', '--ldap-retry-max', '200ms', ...args]);
 }
 
 async function directory(...args: string[]): Promise<LdapDirectory> {
-  const d = new LdapDirectory({ config: await config(...args), store, log, now: () => clock });
-  opened.push(d);
+  const d = unit.open(await config(...args), now);
   await d.flushCache();
   return d;
 }
@@ -83,18 +70,12 @@ test('a read-only UserDirectory: exists, verifyPassword, getCredentials, list; w
 });
 
 test('service account: password from --ldap-bind-password-file; a wrong one makes the directory unusable, and says why', async () => {
-  const file = join(dir, 'service.pw');
+  const file = join(unit.dir, 'service.pw');
   await writeFile(file, `${SERVICE_PASSWORD}\nignored second line\n`);
   const base = ['--ldap-url', slapd.url, '--ldap-base-dn', PEOPLE_DN, '--ldap-bind-dn', SERVICE_DN, '--ldap-timeout', '1s'];
-  const { config: good } = await loadConfig([...base, '--ldap-bind-password-file', file], {});
-  const d = new LdapDirectory({ config: (await ldapConfig(good))!, store, log, now: () => clock });
-  opened.push(d);
-  await d.flushCache();
+  const d = await unit.directory([...base, '--ldap-bind-password-file', file], now);
   assert.ok(await d.exists('bob'));
-  const { config: bad } = await loadConfig([...base, '--ldap-bind-password', 'not-the-password'], {});
-  const w = new LdapDirectory({ config: (await ldapConfig(bad))!, store, log, now: () => clock });
-  opened.push(w);
-  await w.flushCache();
+  const w = await unit.directory([...base, '--ldap-bind-password', 'not-the-password'], now);
   try {
     await w.exists('bob');
     assert.unreachable('searched with a wrong service password');
@@ -160,8 +141,7 @@ test('groups (--ldap-shared-roster looks them up with the user)', async () => {
 test('start with the directory unreachable: start() returns, lookups fail at once, no hang', async () => {
   const c = await config('--ldap-connect-timeout', '500ms');
   const port = await freePort();
-  const d = new LdapDirectory({ config: { ...c, url: `ldap://127.0.0.1:${port}` }, store, log, now: () => clock });
-  opened.push(d);
+  const d = unit.open({ ...c, url: `ldap://127.0.0.1:${port}` }, now);
   const t0 = Date.now();
   await d.start();
   try {

@@ -4,43 +4,24 @@
 // the certificate is refused and the directory counts as unreachable.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { Store } from '../../src/store/db.ts';
-import { LdapDirectory, LdapUnavailableError } from '../../src/store/ldap/directory.ts';
-import { ldapConfig } from '../../src/store/ldap/options.ts';
-import { loadConfig } from '../../src/admin/options.ts';
-import { createLogger } from '../../src/admin/log.ts';
-import '../../src/admin/core-options.ts';
-import '../../src/modules/index.ts';
-import { startSlapd, PEOPLE_DN, SERVICE_DN, SERVICE_PASSWORD, type Slapd } from '../helpers/slapd.ts';
+import { LdapUnavailableError, type LdapDirectory } from '../../src/store/ldap/directory.ts';
+import { PEOPLE_DN, SERVICE_DN, SERVICE_PASSWORD, type Slapd } from '../helpers/slapd.ts';
+import { LdapUnit } from '../helpers/ldap-unit.ts';
 
+let unit: LdapUnit;
 let slapd: Slapd;
-let dir: string;
-let store: Store;
-const opened: LdapDirectory[] = [];
 
 test.before(async () => {
-  slapd = await startSlapd({ tls: true, users: [{ uid: 'alice', password: 'alice-pw' }] });
-  dir = await mkdtemp(join(tmpdir(), 'imnode-ldap-tls-'));
-  store = await Store.open(dir);
+  unit = await LdapUnit.start({ tls: true, users: [{ uid: 'alice', password: 'alice-pw' }] }, 'imnode-ldap-tls-');
+  slapd = unit.slapd;
 });
 
 test.after(async () => {
-  for (const d of opened) await d.stop();
-  await store?.close();
-  if (dir) await rm(dir, { recursive: true, force: true });
-  await slapd?.cleanup();
+  await unit?.cleanup();
 });
 
-async function directory(...args: string[]): Promise<LdapDirectory> {
-  const { config } = await loadConfig(['--ldap-base-dn', PEOPLE_DN, '--ldap-bind-dn', SERVICE_DN, '--ldap-bind-password', SERVICE_PASSWORD,
-    '--ldap-timeout', '2s', ...args], {});
-  const d = new LdapDirectory({ config: (await ldapConfig(config))!, store, log: createLogger('error') });
-  opened.push(d);
-  await d.flushCache();
-  return d;
+function directory(...args: string[]): Promise<LdapDirectory> {
+  return unit.directory(['--ldap-base-dn', PEOPLE_DN, '--ldap-bind-dn', SERVICE_DN, '--ldap-bind-password', SERVICE_PASSWORD, '--ldap-timeout', '2s', ...args]);
 }
 
 test('ldaps:// with --ldap-ca-file: search and bind', async () => {

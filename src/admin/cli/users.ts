@@ -1,35 +1,16 @@
 // `imnode user add|passwd|del|list|import`: accounts, through the admin socket of
 // a running node, else in the data dir directly. Passwords are never echoed or logged.
-import { mkdir, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
-import { databaseDir } from '../core-options.ts';
-import { AdminClient, AdminRequestError, AdminUnavailableError } from '../admin-server.ts';
-import { ConfigError, getString, getOptionalString, type Config } from '../options.ts';
-import { Store } from '../../store/db.ts';
+import { getString, getOptionalString, type Config } from '../options.ts';
+import type { Store } from '../../store/db.ts';
 import { EmbeddedDirectory, UnknownUserError, UserExistsError } from '../../store/directory.ts';
-import { prepDomain, prepLocal, prepPassword } from '../../xmpp/jid.ts';
+import { prepPassword } from '../../xmpp/jid.ts';
 import { UsageError, Failure, Interrupted } from './errors.ts';
+import { configuredDomain, nodeFailure, openDataStore, runningNode, userName } from './admin-access.ts';
 import { ldapEnabled } from '../../store/ldap/options.ts';
 
 // ---- accounts --------------------------------------------------------------------
-
-/** A localpart or a bare JID of our (prepared) domain -> the prepared localpart. */
-function userName(input: string, domain: string): string {
-  if (input.includes('/')) throw new UsageError(`'${input}' is a full JID; give a user name or a bare JID`);
-  let local = input;
-  const at = input.indexOf('@');
-  if (at >= 0) {
-    let d: string;
-    try { d = prepDomain(input.slice(at + 1)); } catch { d = ''; }
-    if (d !== domain) throw new UsageError(`'${input}' is not in the domain ${domain}`);
-    local = input.slice(0, at);
-  }
-  try {
-    return prepLocal(local);
-  } catch (e) {
-    throw new UsageError(`'${input}' is not a valid user name (${(e as Error).message})`);
-  }
-}
 
 function firstLine(text: string): string {
   return text.split(/\r?\n/, 1)[0];
@@ -100,20 +81,8 @@ async function readPassword(config: Config, jid: string): Promise<string> {
   }
 }
 
-async function openStore(config: Config): Promise<Store> {
-  const dataDir = getString(config, 'data-dir');
-  const location = databaseDir(dataDir);
-  try {
-    // Same mode as the server gives it: the directory holds password hashes and the TLS key.
-    await mkdir(dataDir, { recursive: true, mode: 0o700 });
-    return await Store.open(location);
-  } catch (e) {
-    const err = e as Error & { code?: string; cause?: { code?: string } };
-    if (err.cause?.code === 'LEVEL_LOCKED') {
-      throw new Failure(`the data dir ${dataDir} is in use by a running imnode; stop it first`);
-    }
-    throw new Failure(`cannot open the database in ${location} (${err.cause?.code ?? err.code ?? err.message})`);
-  }
+function openStore(config: Config): Promise<Store> {
+  return openDataStore(getString(config, 'data-dir'), 'in use by a running imnode; stop it first');
 }
 
 /** The accounts as `imnode user` reaches them: through the running node, or in the data dir. */
@@ -127,14 +96,8 @@ interface Accounts {
 }
 
 async function openAccounts(config: Config): Promise<Accounts> {
-  const admin = new AdminClient(getString(config, 'data-dir'));
-  let viaNode: boolean;
-  try {
-    viaNode = await admin.available();
-  } catch (e) {
-    throw new Failure(`cannot reach the running node: ${(e as Error).message}`);
-  }
-  if (viaNode) {
+  const admin = await runningNode(getString(config, 'data-dir'));
+  if (admin) {
     return {
       exists: (n) => admin.userExists(n),
       create: (n, p) => admin.addUser(n, p),
@@ -265,12 +228,7 @@ export async function userCommand(args: string[], config: Config): Promise<void>
   if (action !== 'list' && ldapEnabled(config)) {
     throw new Failure(`user ${action}: the accounts are in the LDAP directory (--ldap-url): manage them there`);
   }
-  let domain: string;
-  try {
-    domain = prepDomain(getString(config, 'domain'));
-  } catch {
-    throw new ConfigError(`--domain: '${getString(config, 'domain')}' is not a valid domain name`, 'domain');
-  }
+  const domain = configuredDomain(config);
   if (action === 'import') {
     // Read and checked before the database is opened: a bad file needs no lock.
     const { accounts, errors } = parseImport(await readImportInput(rest[0]), domain);
@@ -312,9 +270,7 @@ export async function userCommand(args: string[], config: Config): Promise<void>
   } catch (e) {
     if (e instanceof UserExistsError) throw new Failure(`user ${jid} already exists`);
     if (e instanceof UnknownUserError) throw new Failure(`no such user: ${jid}`);
-    if (e instanceof AdminRequestError) throw new Failure(`the running node refused: ${e.message}`);
-    if (e instanceof AdminUnavailableError) throw new Failure(`the running node stopped answering (${e.message})`);
-    throw e;
+    throw nodeFailure(e);
   } finally {
     await directory.close();
   }
