@@ -12,11 +12,16 @@
 // to the members that have occupants in it ('muc-event', ordered per peer).
 // Those apply the same inputs in the same order to their replica and send what
 // results to their own sessions. A node hears only the rooms its users are in.
-// Why not one gossipsub topic per room: a node that subscribes is grafted into
-// the topic's mesh only at the next heartbeat, so the messages of the first
-// second after a join would be lost to it; the room's state already says
-// exactly which nodes need each event, and with one sequencer per room the
-// fan-out is the same number of copies the mesh would carry in a small pool.
+// Why not one gossipsub topic per room (as DESIGN.md first had it): a publisher
+// learns of a new subscriber only when the subscriber's announcement arrives on
+// another stream than the join request (and grafts it into the mesh at the next
+// heartbeat), so the events right after a join could be published before the
+// joining node counts as subscribed, and lost to it; gossipsub also gives no
+// order, which the room needs. The room's state already says exactly which
+// nodes need each event, so the sequencer sends to those, in order, on one
+// stream per peer: no node without occupants in a room hears it, and with one
+// sequencer per room the fan-out is the number of copies a flood publish to the
+// topic's subscribers would make.
 // A replica that sees a gap asks the sequencer for the missing inputs, or a
 // snapshot when the log is too short. Answers to whoever sent a stanza
 // (errors, IQ results, invitations) go through the router from the
