@@ -5,19 +5,25 @@
 // session is fully set up (the server handles a client's stanzas in order, so the
 // presence was processed before the ping was). Everything is a plain state
 // machine over the project's StreamParser; outgoing data is written once per tick.
+// With `tls` in the target, the first stream negotiates STARTTLS (RFC 6120 §5)
+// before SASL; the certificate is not verified (the bench's own, self-signed).
 import * as net from 'node:net';
+import * as tls from 'node:tls';
 import { StreamParser } from '../../src/xmpp/parser.ts';
 import type { Element } from '../../src/xmpp/element.ts';
 import { ScramClient, type ScramKeyCache } from './scram.ts';
 
 const NS_SASL = 'urn:ietf:params:xml:ns:xmpp-sasl';
 const NS_BIND = 'urn:ietf:params:xml:ns:xmpp-bind';
+const NS_TLS = 'urn:ietf:params:xml:ns:xmpp-tls';
 
 export interface Target {
   host: string;
   port: number;
   domain: string;
   keys: ScramKeyCache;
+  /** STARTTLS before SASL. */
+  tls?: boolean;
 }
 
 export interface Account {
@@ -26,7 +32,7 @@ export interface Account {
   resource: string;
 }
 
-export type Phase = 'new' | 'connecting' | 'features' | 'challenge' | 'success' | 'features2' | 'bind' | 'ping' | 'ready' | 'closing' | 'closed' | 'failed';
+export type Phase = 'new' | 'connecting' | 'features' | 'starttls' | 'challenge' | 'success' | 'features2' | 'bind' | 'ping' | 'ready' | 'closing' | 'closed' | 'failed';
 
 export class BenchClient {
   readonly target: Target;
@@ -43,6 +49,7 @@ export class BenchClient {
   /** The connection ended or failed after the login without close() being called. */
   onDown: (err: Error) => void = () => {};
   #socket: net.Socket | null = null;
+  #secured = false;
   readonly #parser: StreamParser;
   #out: string[] = [];
   #flushScheduled = false;
@@ -79,14 +86,20 @@ export class BenchClient {
         this.phase = 'features';
         this.#header();
       });
-      s.on('data', (d: Buffer) => this.#parser.write(d));
-      s.on('error', (e) => this.#fail(e));
-      s.on('close', () => {
-        const was = this.phase;
-        if (was !== 'failed') this.phase = 'closed';
-        if (was !== 'closing' && was !== 'failed') this.#fail(new Error('the server closed the connection'));
-        this.#closedResolve();
-      });
+      this.#listen(s);
+    });
+  }
+
+  #listen(s: net.Socket): void {
+    s.on('data', (d: Buffer) => this.#parser.write(d));
+    s.on('error', (e) => this.#fail(e));
+    s.on('close', () => {
+      // The TCP socket under TLS closes with the TLS one, which reports it.
+      if (s !== this.#socket) return;
+      // Reported before the phase says closed: #fail ignores connections already closed.
+      if (this.phase !== 'closing' && this.phase !== 'failed') this.#fail(new Error('the server closed the connection'));
+      if (this.phase !== 'failed') this.phase = 'closed';
+      this.#closedResolve();
     });
   }
 
@@ -154,6 +167,7 @@ export class BenchClient {
     }
     switch (this.phase) {
       case 'features': return this.#onFeatures(el);
+      case 'starttls': return this.#onProceed(el);
       case 'challenge': return this.#onChallenge(el);
       case 'success': return this.#onSuccess(el);
       case 'features2': return this.#onFeatures2(el);
@@ -172,11 +186,30 @@ export class BenchClient {
 
   #onFeatures(el: Element): void {
     if (el.name !== 'stream:features') return this.#unexpected(el);
+    if (this.target.tls && !this.#secured) {
+      if (!el.getChild('starttls', NS_TLS)) return this.#fail(new Error(`STARTTLS not offered: ${el.toString()}`));
+      this.phase = 'starttls';
+      this.send(`<starttls xmlns='${NS_TLS}'/>`);
+      return;
+    }
     const mechs = el.getChild('mechanisms', NS_SASL)?.getChildren('mechanism').map((m) => m.text()) ?? [];
     if (!mechs.includes('SCRAM-SHA-1')) return this.#fail(new Error(`SCRAM-SHA-1 not offered (${mechs.join(' ') || 'no mechanisms'}): ${el.toString()}`));
     this.#scram = new ScramClient(this.account.username, this.account.password, this.target.keys);
     this.phase = 'challenge';
     this.send(`<auth xmlns='${NS_SASL}' mechanism='SCRAM-SHA-1'>${this.#scram.first()}</auth>`);
+  }
+
+  #onProceed(el: Element): void {
+    if (el.name !== 'proceed') return this.#unexpected(el);
+    const raw = this.#socket!;
+    raw.removeAllListeners('data');
+    const s = tls.connect({ socket: raw, servername: this.target.domain, rejectUnauthorized: false });
+    this.#socket = s;
+    this.#secured = true;
+    this.#listen(s);
+    this.#parser.reset();
+    this.phase = 'features';
+    s.once('secureConnect', () => this.#header());
   }
 
   #onChallenge(el: Element): void {

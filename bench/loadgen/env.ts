@@ -66,6 +66,12 @@ process.on('exit', () => {
   for (const p of started) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
 });
 
+/** Kills the process by PID if this one exits first (a crash, a timeout, Ctrl-C). */
+export function trackProcess(proc: ChildProcess): void {
+  started.add(proc);
+  proc.on('exit', () => started.delete(proc));
+}
+
 /**
  * Port of the TCP socket that process `pid` listens on at 127.0.0.1, or 0 while
  * there is none. /proc/net/tcp lists every socket of the host (thousands in
@@ -90,9 +96,9 @@ function listeningPort(pid: number, checked: Set<string>): number {
   return 0;
 }
 
-export async function startBenchServer(dataDir: string): Promise<BenchServer> {
-  const args = [BIN, '--domain', DOMAIN, '--data-dir', dataDir, '--bind', '127.0.0.1', '--c2s-port', '0',
-    '--no-direct-tls', '--log-level', 'warn'];
+export async function startBenchServer(dataDir: string, extra: string[] = [], nodeArgs: string[] = []): Promise<BenchServer> {
+  const args = [...nodeArgs, BIN, '--domain', DOMAIN, '--data-dir', dataDir, '--bind', '127.0.0.1', '--c2s-port', '0',
+    '--no-direct-tls', '--log-level', 'warn', ...extra];
   const proc = spawn(NODE, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
   started.add(proc);
   let out = '';
@@ -123,9 +129,9 @@ export class Run {
   readonly died: Promise<never>;
   #stopping = false;
 
-  constructor(server: BenchServer, keys: ScramKeyCache) {
+  constructor(server: BenchServer, keys: ScramKeyCache, o: { tls?: boolean } = {}) {
     this.server = server;
-    this.target = { host: '127.0.0.1', port: server.port, domain: server.domain, keys };
+    this.target = { host: '127.0.0.1', port: server.port, domain: server.domain, keys, tls: o.tls };
     this.died = new Promise<never>((_, reject) => {
       server.proc.on('exit', (code, signal) => {
         if (!this.#stopping) reject(new Error(`the server exited during the run (code ${code}, signal ${signal}):\n${tail(server.output())}`));

@@ -20,8 +20,9 @@ export type Progress = { text: string };
 
 // ---- 1. login rate ------------------------------------------------------------------
 
-export async function loginRate(run: Run, opts: { sessions: number; concurrency: number }, progress: Progress): Promise<Figures> {
+export async function loginRate(run: Run, opts: { sessions: number; concurrency: number; warmup?: number }, progress: Progress): Promise<Figures> {
   const { sessions, concurrency } = opts;
+  const warmup = Math.min(sessions, opts.warmup ?? sessions);
   const keys = run.target.keys;
   const once = async (i: number, latencies: Float64Array | null): Promise<void> => {
     const c = run.client(account(i + 1));
@@ -32,7 +33,7 @@ export async function loginRate(run: Run, opts: { sessions: number; concurrency:
   // Set-up pass: fills the client key cache (PBKDF2 per user) and warms up both processes.
   let n = 0;
   progress.text = 'set-up pass';
-  await pool(sessions, concurrency, async (i) => { await once(i, null); progress.text = `set-up pass: ${++n}/${sessions}`; });
+  await pool(warmup, concurrency, async (i) => { await once(i, null); progress.text = `set-up pass: ${++n}/${warmup}`; });
   const derivations = keys.derivations;
 
   const latencies = new Float64Array(sessions);
@@ -43,7 +44,7 @@ export async function loginRate(run: Run, opts: { sessions: number; concurrency:
   if (keys.derivations !== derivations) throw new Error(`the measured pass derived ${keys.derivations - derivations} SCRAM keys: the cache did not work`);
   latencies.sort();
   return {
-    params: { sessions, in_flight: concurrency, mechanism: 'SCRAM-SHA-1', iterations: [...keys.iterations].join(',') },
+    params: { sessions, in_flight: concurrency, warmup, mechanism: 'SCRAM-SHA-1', starttls: run.target.tls ? 'yes' : 'no', iterations: [...keys.iterations].join(',') },
     metrics: {
       logins_per_s: round(sessions / cpu.wall_s, 0),
       login_ms_p50: round(percentile(latencies, 50), 2),
@@ -198,12 +199,17 @@ export function exchange(
 
 // ---- 3. idle memory ---------------------------------------------------------------
 
-export async function idleMemory(run: Run, opts: { sessions: number; concurrency: number; settleMs: number }, progress: Progress): Promise<Figures> {
-  const { sessions, concurrency, settleMs } = opts;
+/**
+ * Logs in sessions and leaves them idle; the server's VmRSS is read (after
+ * `settleMs`) before the first and at each step of `steps` (cumulative session
+ * counts, e.g. 2000 then 10000 in the same server).
+ */
+export async function idleMemory(run: Run, opts: { steps: number[]; concurrency: number; settleMs: number }, progress: Progress): Promise<Figures> {
+  const { steps, concurrency, settleMs } = opts;
   const pid = run.server.pid;
   // Load the code paths once, so that lazy compilation is not counted as per-session memory.
   progress.text = 'warm-up';
-  await pool(Math.min(200, sessions), 50, async (i) => {
+  await pool(Math.min(200, steps[0]), 50, async (i) => {
     const c = run.client(account(i + 1, 'warmup'));
     await c.login();
     await run.close(c);
@@ -211,33 +217,140 @@ export async function idleMemory(run: Run, opts: { sessions: number; concurrency
   await sleep(settleMs);
   const before = rssKiB(pid);
   const clients: BenchClient[] = [];
-  let n = 0;
-  const t0 = performance.now();
-  await pool(sessions, concurrency, async (i) => {
-    const c = run.client(account(i + 1, 'idle'));
-    clients.push(c);
-    await c.login();
-    progress.text = `logged in ${++n}/${sessions}`;
-  });
-  const loginS = (performance.now() - t0) / 1000;
   // Idle means idle: the connections must stay up.
   let down: Error | null = null;
-  for (const c of clients) c.onDown = (e) => { down ??= e; };
-  await sleep(settleMs);
-  const after = rssKiB(pid);
-  if (down) throw down;
+  const metrics: Record<string, number> = { rss_before_kib: before };
+  let n = 0;
+  const t0 = performance.now();
+  for (const step of steps) {
+    const from = clients.length;
+    await pool(step - from, concurrency, async (k) => {
+      const c = run.client(account(from + k + 1, 'idle'));
+      clients.push(c);
+      await c.login();
+      c.onDown = (e) => { down ??= e; };
+      progress.text = `logged in ${++n}/${steps.at(-1)}`;
+    });
+    await sleep(settleMs);
+    const rss = rssKiB(pid);
+    if (down) throw down;
+    metrics[`rss_at_${step}_kib`] = rss;
+    metrics[`kib_per_session_at_${step}`] = round((rss - before) / step, 1);
+  }
+  metrics.login_s = round((performance.now() - t0) / 1000, 2);
   progress.text = 'closing';
   await pool(clients.length, 500, (i) => run.close(clients[i]));
   return {
-    params: { sessions, settle_ms: settleMs },
-    metrics: {
-      rss_before_kib: before,
-      rss_after_kib: after,
-      kib_per_session: round((after - before) / sessions, 1),
-      login_s: round(loginS, 2),
-    },
-    notes: ['VmRSS of the server process; it includes heap garbage not yet collected at the time of reading'],
+    params: { steps: steps.join(','), settle_ms: settleMs },
+    metrics,
+    notes: ['VmRSS of the server process after the settle time, minus the reading before the first session (after a warm-up of 200 logins); it includes garbage not yet collected'],
   };
+}
+
+// ---- 3b. latency at a fixed rate -------------------------------------------------------
+
+/**
+ * `rate` messages per second in all, spread round-robin over the pairs and paced
+ * by a 1 ms timer (each tick sends what is due), for `seconds` after one
+ * unmeasured second; every delivery is checked as in exchange(). Latency = send
+ * call to parse on the receiving socket.
+ */
+export async function latencyAtRate(run: Run, opts: { pairs: number; rate: number; seconds: number; concurrency: number }, progress: Progress): Promise<Figures> {
+  const { pairs: npairs, rate, seconds } = opts;
+  progress.text = 'logging in';
+  const pairs: Pair[] = [];
+  for (let i = 0; i < npairs; i++) {
+    pairs.push({ sender: run.client(account(2 * i + 1, 'send')), receiver: run.client(account(2 * i + 2, 'recv')) });
+  }
+  const all = pairs.flatMap((p) => [p.sender, p.receiver]);
+  await pool(all.length, opts.concurrency, (i) => all[i].login());
+  await paced(pairs, rate, rate, 'w', progress, null, () => {});
+  const total = Math.round(rate * seconds);
+  const latencies = new Float64Array(total);
+  const meter = cpuMeter(run.server.pid);
+  const end: { cpu?: CpuReport } = {};
+  const { lateTicks } = await paced(pairs, rate, total, 'm', progress, latencies, () => (end.cpu = meter()));
+  const cpu = end.cpu!;
+  latencies.sort();
+  await pool(all.length, 200, (i) => run.close(all[i]));
+  return {
+    params: { pairs: npairs, rate_per_s: rate, seconds, messages: total },
+    metrics: {
+      achieved_per_s: round(total / cpu.wall_s, 0),
+      latency_ms_p50: round(percentile(latencies, 50), 3),
+      latency_ms_p90: round(percentile(latencies, 90), 3),
+      latency_ms_p99: round(percentile(latencies, 99), 3),
+      latency_ms_max: round(latencies[latencies.length - 1], 3),
+      late_ticks: lateTicks,
+      server_cpu_us_per_msg: round((1e6 * cpu.server_cpu_s) / total, 1),
+    },
+    cpu,
+    notes: ['paced by a 1 ms timer; late_ticks: ticks that came more than 5 ms late (the load generator was held up: those messages went out in a burst)'],
+  };
+}
+
+function paced(
+  pairs: Pair[], rate: number, total: number, tag: string, progress: Progress, latencies: Float64Array | null, onLast: () => void,
+): Promise<{ lateTicks: number }> {
+  return new Promise((resolve, reject) => {
+    const n = pairs.length;
+    const seen = new Uint8Array(total);
+    let sent = 0, delivered = 0, lateTicks = 0, finished = false;
+    let lastProgress = performance.now();
+    const t0 = performance.now();
+    let lastTick = t0;
+    const finish = (err?: Error): void => {
+      if (finished) return;
+      finished = true;
+      clearInterval(ticker);
+      clearInterval(watchdog);
+      for (const p of pairs) {
+        p.receiver.onStanza = p.sender.onStanza = () => {};
+        p.sender.onDown = p.receiver.onDown = () => {};
+      }
+      if (err) reject(err);
+      else resolve({ lateTicks });
+    };
+    const ticker = setInterval(() => {
+      const now = performance.now();
+      if (now - lastTick > 5) lateTicks++;
+      lastTick = now;
+      const due = Math.min(total, Math.floor(((now - t0) * rate) / 1000) + 1);
+      for (; sent < due; sent++) {
+        const p = pairs[sent % n];
+        p.sender.send(`<message to='${p.receiver.jid}' type='chat' id='${tag}${sent}'><body>${performance.now()} ${FILLER}</body></message>`);
+      }
+    }, 1);
+    const watchdog = setInterval(() => {
+      progress.text = `phase ${tag}: ${delivered}/${total} delivered, ${sent} sent`;
+      if (performance.now() - lastProgress > 10_000) finish(new Error(`no delivery for 10 s: ${progress.text}`));
+    }, 1000);
+    pairs.forEach((p, i) => {
+      const senderJid = p.sender.jid;
+      p.receiver.onStanza = (el: Element) => {
+        if (el.name !== 'message') return;
+        const now = performance.now();
+        const id = el.attrs.id ?? '';
+        const seq = Number(id.slice(tag.length));
+        if (!id.startsWith(tag) || !(seq >= 0 && seq < total) || seq % n !== i) return finish(new Error(`${p.receiver.jid} got an unexpected message: ${el.toString().slice(0, 300)}`));
+        if (el.attrs.type === 'error') return finish(new Error(`an error came back to the receiver: ${el.toString()}`));
+        if (el.attrs.from !== senderJid) return finish(new Error(`message ${id} has from='${el.attrs.from}', expected ${senderJid}`));
+        if (seen[seq]) return finish(new Error(`message ${id} delivered twice`));
+        seen[seq] = 1;
+        delivered++;
+        lastProgress = now;
+        if (latencies) latencies[seq] = now - parseFloat(el.getChildText('body') ?? 'NaN');
+        if (delivered === total) {
+          onLast();
+          setTimeout(() => finish(), 300);
+        }
+      };
+      p.sender.onStanza = (el: Element) => {
+        if (el.name === 'message') finish(new Error(`the sender got a message back: ${el.toString().slice(0, 500)}`));
+      };
+      p.sender.onDown = p.receiver.onDown = (e) => finish(e);
+    });
+  });
 }
 
 // ---- 4. parser micro-benchmark ------------------------------------------------------

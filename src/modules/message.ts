@@ -160,9 +160,14 @@ function deliver(m: ModuleContext, ev: StanzaEvent, targets: Routable[]): void {
   stripPrivate(stanza);
   // The same element goes to every target: nothing changes it per recipient.
   for (const s of targets) s.send(stanza);
-  noteDelivered(stanza, targets);
-  if (eligible) noteDelivered(stanza, sendReceivedCarbons(m.router, stanza, ev.to.bare, targets, { sender: ev.from }));
+  const copies = eligible ? sendReceivedCarbons(m.router, stanza, ev.to.bare, targets, { sender: ev.from }) : NONE;
+  // heldElsewhere() can only answer yes for a stanza two resources got: the
+  // common lone delivery is not recorded (a WeakMap entry and an array per
+  // message, for nothing).
+  if (targets.length + copies.length > 1) noteDelivered(stanza, copies.length ? targets.concat(copies) : targets);
 }
+
+const NONE: readonly Routable[] = [];
 
 /**
  * RFC 6120 §10.5.1: the server handles what is addressed to it, and it reads no
