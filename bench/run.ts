@@ -7,7 +7,8 @@
 // bench/servers/); the parser micro-benchmark (bench/parser.ts); pool formation,
 // cross-node messages, route purge after a kill, and logins with routing
 // convergence and pool traffic on a pool of three nodes (bench/loadgen/pool*.ts),
-// and conference rooms across it (pool-muc: fan-out, joins; bench/loadgen/pool-muc.ts).
+// and conference rooms across it (pool-muc: fan-out, joins; bench/loadgen/pool-muc.ts);
+// logins, one-to-one and group chat on three nodes in network namespaces (pool-netns).
 // Every scenario is bounded in count and in time; a failure or a timeout is
 // reported and makes the exit code 1.
 // Usage: npm run bench -- [--only compare,parser,pool,...] [--servers imnode,prosody,ejabberd,ceiling] [--reps N] ... (--help)
@@ -27,9 +28,10 @@ import { ScramKeyCache } from './loadgen/scram.ts';
 import { PoolNet, preparePoolTemplate, warmKeys } from './loadgen/pool.ts';
 import { poolForm, poolLogins, poolMessage, poolPurge } from './loadgen/pool-scenarios.ts';
 import { poolMuc } from './loadgen/pool-muc.ts';
+import { poolNetns } from './loadgen/pool-netns.ts';
 import { ldapScenario } from './loadgen/ldap.ts';
 
-const SCENARIOS = [...COMPARE_SCENARIOS, 'parser', 'startup', 'pool-form', 'pool-message', 'pool-purge', 'pool-logins', 'pool-muc', 'ldap-login', 'relay'] as const;
+const SCENARIOS = [...COMPARE_SCENARIOS, 'parser', 'startup', 'pool-form', 'pool-message', 'pool-purge', 'pool-logins', 'pool-muc', 'pool-netns', 'ldap-login', 'relay'] as const;
 type Scenario = (typeof SCENARIOS)[number];
 const POOL_SCENARIOS: readonly Scenario[] = ['pool-form', 'pool-message', 'pool-purge', 'pool-logins', 'pool-muc'];
 const ALIASES: Record<string, Scenario[]> = {
@@ -70,6 +72,9 @@ const HELP = `Usage: npm run bench -- [options]
   --pool-logins N    logins of pool-logins, spread over the three nodes (default 10000)
   --purge-sessions N sessions on the node pool-purge kills (default 100)
   --baseline MS      pool-logins: idle pool traffic measured for this long, to subtract (default 5000)
+  pool-netns: the three nodes in network namespaces (needs root), found by mDNS: logins (--sessions,
+                     --warmup, --concurrency in all), one-to-one (--pairs, --window, --pool-messages) and
+                     group chat (--occupants, --muc-senders, --muc-messages) with the clients spread over them
 `;
 
 function positiveInt(name: string, v: string | undefined, def: number): number {
@@ -162,6 +167,7 @@ const poolUsers = Math.max(
   only.includes('pool-form') ? 1000 : 0,
   // pool-muc: the 500 occupants of its join-time room.
   only.includes('pool-muc') ? 500 : 0,
+  only.includes('pool-netns') ? Math.max(opts.loginSessions, 2 * opts.pairs, compareOpts.muc.occupants) : 0,
 );
 
 // Each open session is a socket in this process and one in the server; both inherit the limit.
@@ -172,6 +178,7 @@ const needFds = Math.max(
   // Client sockets here; each node holds its share of them, plus its pool connections.
   only.includes('pool-logins') ? opts.poolLogins : 0,
   only.includes('pool-message') ? 2 * opts.pairs : 0,
+  only.includes('pool-netns') ? 2 * opts.pairs : 0,
 ) + 256;
 if (openFilesLimit() < needFds) {
   if (process.env.IMNODE_BENCH_ULIMIT) usage(`the open files limit is ${openFilesLimit()} after raising it, ${needFds} are needed`);
@@ -212,6 +219,10 @@ async function scenario(name: Scenario, keys: ScramKeyCache, template: string | 
   const seconds = () => round((performance.now() - t0) / 1000, 1);
   process.stderr.write(`bench: ${name}...\n`);
   if (POOL_SCENARIOS.includes(name)) return poolScenario(name, template!, keys);
+  if (name === 'pool-netns') {
+    return poolNetns(template!, keys, { logins: opts.loginSessions, warmup: compareOpts.login.warmup, concurrency: opts.concurrency,
+      pairs: opts.pairs, messages: opts.poolMessages, window: opts.window, muc: compareOpts.muc }, opts.timeoutMs);
+  }
   if (name === 'ldap-login') return ldapScenario({ users: Math.min(opts.loginSessions, 1000), concurrency: Math.min(opts.concurrency, 50), timeoutMs: opts.timeoutMs });
   try {
     const figures = name === 'relay' ? await deadline((await import('./loadgen/relay.ts')).relayBench({ messages: 1000 }), opts.timeoutMs, name, () => 'relay lab') : name === 'startup' ? await startup(10, opts.timeoutMs) : await parser(opts.parserSeconds, opts.timeoutMs);

@@ -59,6 +59,8 @@ function headline(r: ScenarioResult): string {
     case 'pool-purge': return `routes of the killed node purged everywhere in ${m.purged_ms} ms (failed in ${m.failed_ms} ms)`;
     case 'pool-logins': return `${m.logins_per_s} logins/s, routes converged ${m.converged_after_last_bind_ms} ms after the last bind, ` +
       `${m.pool_wire_bytes_per_login ?? '?'} B of pool traffic per login (${m.pool_payload_bytes_per_login} B payload)`;
+    case 'pool-netns': return `3 nodes in namespaces: ${m.logins_per_s} logins/s; cross-node ${m.messages_per_s} msg/s ` +
+      `(p50 ${m.message_latency_ms_p50} ms, p99 ${m.message_latency_ms_p99} ms); group chat ${m.deliveries_per_s} deliveries/s (p99 ${m.muc_latency_ms_p99} ms)`;
     default: return JSON.stringify(m);
   }
 }
