@@ -24,14 +24,13 @@
 import { cpSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { AdminClient } from '../../src/admin/admin-server.ts';
 import { BIN, NODE, ROOT } from '../../test/helpers/imnode.ts';
 import { createLab, leftovers, type Lab } from '../../test/helpers/netns.ts';
 import type { Account, BenchClient, Target } from './client.ts';
 import { DOMAIN, account, pool, type Run } from './env.ts';
 import { cpuMeter, deadline, percentile, round, type CpuReport } from './measure.ts';
 import { groupChat, type MucOptions } from './muc.ts';
-import { POOL_SIZE, PoolNet, byOwner, routesCheck, type NodeStatus, type PoolNode, type WireSnapshot } from './pool.ts';
+import { POOL_SIZE, PoolNet, byOwner, routesCheck, watchNode, type NodeStatus, type WireSnapshot } from './pool.ts';
 import type { ScenarioResult } from './report.ts';
 import { exchange, loginRate, type Figures, type Pair, type Progress } from './scenarios.ts';
 import type { ScramKeyCache } from './scram.ts';
@@ -106,34 +105,7 @@ class NetnsPoolNet extends PoolNet {
       const args = [BIN, '--domain', DOMAIN, '--data-dir', dirs[i], '--bind', host.ip, '--c2s-port', String(C2S_PORT), '--no-direct-tls',
         '--require-tls', 'never', '--log-level', 'info', '--server-id', id, '--autodiscover'];
       const proc = lab.spawn(host, NODE, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, IMNODE_POOL_PASSWORD: POOL_PASSWORD } });
-      let out = '';
-      let partial = '';
-      const node: PoolNode = {
-        index: i, id, dataDir: dirs[i], poolPort: POOL_PORT, proc, pid: proc.pid!, c2sPort: 0, readyAt: 0, joined: new Map(), purged: [],
-        admin: new AdminClient(dirs[i], { timeoutMs: 10_000 }), killed: false,
-        exited: new Promise<void>((r) => proc.on('exit', () => r())),
-        output: () => out,
-      };
-      // The same log lines PoolNet reads from its own nodes (ready, joins).
-      const onData = (d: Buffer): void => {
-        const now = performance.now();
-        const text = d.toString();
-        out += text;
-        const lines = (partial + text).split('\n');
-        partial = lines.pop() ?? '';
-        for (const line of lines) {
-          let m = /ready: domain \S+, c2s port (\d+)/.exec(line);
-          if (m && !node.readyAt) {
-            node.c2sPort = Number(m[1]);
-            node.readyAt = now;
-          }
-          m = /pool member (\S+) \(\S+\) joined/.exec(line);
-          if (m && !node.joined.has(m[1])) node.joined.set(m[1], now);
-        }
-      };
-      proc.stdout!.on('data', onData);
-      proc.stderr!.on('data', onData);
-      proc.on('exit', (code, signal) => {
+      const node = watchNode({ index: i, id, dataDir: dirs[i], poolPort: POOL_PORT, proc }, () => undefined, (code, signal, out) => {
         if (!this.#stopping && !node.killed) this.#reject(new Error(`${id} exited during the run (code ${code}, signal ${signal}):\n${out.split('\n').slice(-30).join('\n')}`));
       });
       this.nodes.push(node);

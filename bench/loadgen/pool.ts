@@ -207,35 +207,7 @@ export class PoolNet {
       '--log-level', 'info', '--server-id', id, '--pool-listen', `/ip4/127.0.0.1/tcp/${poolPort}`, ...peers];
     const proc = spawn(NODE, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, IMNODE_POOL_PASSWORD: POOL_PASSWORD } });
     spawned.add(proc);
-    let out = '';
-    let partial = '';
-    const node: PoolNode = {
-      index, id, dataDir, poolPort, proc, pid: proc.pid!, c2sPort: 0, readyAt: 0, joined: new Map(), purged: [],
-      admin: new AdminClient(dataDir, { timeoutMs: 10_000 }), killed: false,
-      exited: new Promise<void>((r) => proc.on('exit', () => { spawned.delete(proc); r(); })),
-      output: () => out,
-    };
-    const onData = (d: Buffer): void => {
-      const now = performance.now();
-      const text = d.toString();
-      out += text;
-      const lines = (partial + text).split('\n');
-      partial = lines.pop() ?? '';
-      for (const line of lines) {
-        let m = /ready: domain \S+, c2s port (\d+)/.exec(line);
-        if (m && !node.readyAt) {
-          node.c2sPort = Number(m[1]);
-          node.readyAt = now;
-        }
-        m = /pool member (\S+) \(\S+\) joined/.exec(line);
-        if (m && !node.joined.has(m[1])) node.joined.set(m[1], now);
-        m = /purged (\d+) routes of (\S+)/.exec(line);
-        if (m) node.purged.push({ at: now, count: Number(m[1]), of: m[2] });
-      }
-    };
-    proc.stdout!.on('data', onData);
-    proc.stderr!.on('data', onData);
-    proc.on('exit', (code, signal) => {
+    const node = watchNode({ index, id, dataDir, poolPort, proc }, () => spawned.delete(proc), (code, signal, out) => {
       if (!this.#stopping && !node.killed) this.#reject(new Error(`${id} exited during the run (code ${code}, signal ${signal}):\n${tail(out)}`));
     });
     return node;
@@ -408,4 +380,44 @@ export function wireDelta(before: WireSnapshot, after: WireSnapshot): { bytes: n
 
 function tail(s: string, lines = 30): string {
   return s.split('\n').slice(-lines).join('\n');
+}
+
+/**
+ * A PoolNode for a spawned node process: reads its log for the lines the pool
+ * scenarios time (ready, joins, purges) and reports an exit; shared by the
+ * loopback pool and the namespace pool (pool-netns.ts).
+ */
+export function watchNode(base: { index: number; id: string; dataDir: string; poolPort: number; proc: ChildProcess },
+  onGone: () => void, onExit: (code: number | null, signal: NodeJS.Signals | null, out: string) => void): PoolNode {
+  const { proc } = base;
+  let out = '';
+  let partial = '';
+  const node: PoolNode = {
+    ...base, pid: proc.pid!, c2sPort: 0, readyAt: 0, joined: new Map(), purged: [],
+    admin: new AdminClient(base.dataDir, { timeoutMs: 10_000 }), killed: false,
+    exited: new Promise<void>((r) => proc.on('exit', () => { onGone(); r(); })),
+    output: () => out,
+  };
+  const onData = (d: Buffer): void => {
+    const now = performance.now();
+    const text = d.toString();
+    out += text;
+    const lines = (partial + text).split('\n');
+    partial = lines.pop() ?? '';
+    for (const line of lines) {
+      let m = /ready: domain \S+, c2s port (\d+)/.exec(line);
+      if (m && !node.readyAt) {
+        node.c2sPort = Number(m[1]);
+        node.readyAt = now;
+      }
+      m = /pool member (\S+) \(\S+\) joined/.exec(line);
+      if (m && !node.joined.has(m[1])) node.joined.set(m[1], now);
+      m = /purged (\d+) routes of (\S+)/.exec(line);
+      if (m) node.purged.push({ at: now, count: Number(m[1]), of: m[2] });
+    }
+  };
+  proc.stdout!.on('data', onData);
+  proc.stderr!.on('data', onData);
+  proc.on('exit', (code, signal) => onExit(code, signal, out));
+  return node;
 }

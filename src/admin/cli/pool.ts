@@ -5,7 +5,7 @@ import { dirname } from 'node:path';
 import { defaultConfigFile } from '../core-options.ts';
 import { AdminClient, AdminUnavailableError } from '../admin-server.ts';
 import { checkPoolAddress } from '../../pool/options.ts';
-import { loadConfig, getString, getOptionalString, type Config } from '../options.ts';
+import { getString, getOptionalString, type Config } from '../options.ts';
 import { UsageError, Failure } from './errors.ts';
 
 // ---- pool status -----------------------------------------------------------------
