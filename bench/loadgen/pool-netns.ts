@@ -21,9 +21,7 @@
 // Needs root (namespaces). The namespaces, bridge, processes and data dirs are
 // removed whatever happens, by PID and by name; a lab that leaves anything behind
 // fails the scenario.
-import { cpSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
+import { rmSync } from 'node:fs';
 import { BIN, NODE, ROOT } from '../../test/helpers/imnode.ts';
 import { createLab, leftovers, type Lab } from '../../test/helpers/netns.ts';
 import type { Account, BenchClient, Target } from './client.ts';
@@ -74,16 +72,13 @@ class NetnsPoolNet extends PoolNet {
   readonly failed: Promise<never>;
   #reject: (e: Error) => void = () => {};
   #stopping = false;
-  readonly #root: string;
   readonly #teardown = (): void => {
     this.lab?.cleanup();
-    rmSync(this.#root, { recursive: true, force: true });
+    rmSync(this.root, { recursive: true, force: true });
   };
 
   constructor(template: string, keys: ScramKeyCache) {
     super(template, keys);
-    // Short: <data-dir>/admin.sock must fit in a unix socket address.
-    this.#root = mkdtempSync(path.join(os.tmpdir(), 'imnb-'));
     unstopped.add(this.#teardown);
     this.failed = new Promise<never>((_, reject) => (this.#reject = reject));
     this.failed.catch(() => {});
@@ -92,13 +87,7 @@ class NetnsPoolNet extends PoolNet {
   override async spawn(): Promise<void> {
     const lab = createLab(POOL_SIZE, { hostAddress: true });
     this.lab = lab;
-    const dirs = lab.hosts.map((_, i) => {
-      const dir = path.join(this.#root, `n${i + 1}`);
-      mkdirSync(dir, { recursive: true, mode: 0o700 });
-      cpSync(path.join(this.template, 'tls'), path.join(dir, 'tls'), { recursive: true });
-      if (i === 0) cpSync(path.join(this.template, 'db'), path.join(dir, 'db'), { recursive: true });
-      return dir;
-    });
+    const dirs = this.nodeDirs();
     this.spawnedAt = performance.now();
     lab.hosts.forEach((host, i) => {
       const id = `n${i + 1}`;

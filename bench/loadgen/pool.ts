@@ -31,7 +31,7 @@ import { EmbeddedDirectory } from '../../src/store/directory.ts';
 import { BIN, NODE, ROOT, tempDir } from '../../test/helpers/imnode.ts';
 import { BenchClient, type Account, type Target } from './client.ts';
 import { DOMAIN, account, pool } from './env.ts';
-import { round, sleep } from './measure.ts';
+import { sleep } from './measure.ts';
 import type { ScramKeyCache } from './scram.ts';
 
 export const POOL_SIZE = 3;
@@ -152,12 +152,13 @@ export class PoolNet {
   spawnedAt = 0;
   #reject: (e: Error) => void = () => {};
   #stopping = false;
-  readonly #root: string;
+  /** The nodes' data dirs live below it; removed at stop. */
+  protected readonly root: string;
 
   constructor(template: string, keys: ScramKeyCache) {
     this.template = template;
     this.keys = keys;
-    this.#root = tempDir('imnode-bench-nodes-');
+    this.root = tempDir('imnode-bench-nodes-');
     this.died = new Promise<never>((_, reject) => (this.#reject = reject));
     this.died.catch(() => {});
   }
@@ -168,16 +169,21 @@ export class PoolNet {
     await this.ready(limitMs);
   }
 
-  /** Spawns the three nodes at once (spawnedAt is the moment just before). */
-  async spawn(): Promise<void> {
-    const ports = await freePorts(POOL_SIZE);
-    const dirs = ports.map((_, i) => {
-      const dir = path.join(this.#root, `n${i + 1}`);
+  /** A data dir per node, each with the template's certificate; the accounts go to n1 only. */
+  protected nodeDirs(): string[] {
+    return Array.from({ length: POOL_SIZE }, (_, i) => {
+      const dir = path.join(this.root, `n${i + 1}`);
       mkdirSync(dir, { recursive: true, mode: 0o700 });
       cpSync(path.join(this.template, 'tls'), path.join(dir, 'tls'), { recursive: true });
       if (i === 0) cpSync(path.join(this.template, 'db'), path.join(dir, 'db'), { recursive: true });
       return dir;
     });
+  }
+
+  /** Spawns the three nodes at once (spawnedAt is the moment just before). */
+  async spawn(): Promise<void> {
+    const ports = await freePorts(POOL_SIZE);
+    const dirs = this.nodeDirs();
     this.spawnedAt = performance.now();
     for (let i = 0; i < POOL_SIZE; i++) {
       const peers = ports.filter((_, j) => j !== i).flatMap((p) => ['--peer', `/ip4/127.0.0.1/tcp/${p}`]);
@@ -305,7 +311,7 @@ export class PoolNet {
         await n.exited;
       }
     }));
-    rmSync(this.#root, { recursive: true, force: true });
+    rmSync(this.root, { recursive: true, force: true });
   }
 
   /** Bytes received so far on each TCP connection of the pool (null without ss). */

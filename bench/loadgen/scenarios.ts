@@ -122,7 +122,7 @@ export function exchange(
     const offset: number[] = [];
     quota.reduce((acc, q, i) => { offset[i] = acc; return acc + q; }, 0);
     const sent = new Array<number>(n).fill(0);
-    const seen = pairs.map((_, i) => new Uint8Array(quota[i]));
+    const seen = new Uint8Array(total);
     let delivered = 0;
     let lastProgress = performance.now();
     let finished = false;
@@ -142,7 +142,7 @@ export function exchange(
     const describe = (): string => {
       const missing: string[] = [];
       pairs.forEach((_, i) => {
-        for (let s = 0; s < sent[i] && missing.length < 5; s++) if (!seen[i][s]) missing.push(`${tag}${i}.${s}`);
+        for (let s = 0; s < sent[i] && missing.length < 5; s++) if (!seen[offset[i] + s]) missing.push(`${tag}${i}.${s}`);
       });
       return `phase ${tag}: ${delivered}/${total} delivered, ${sent.reduce((a, b) => a + b, 0)} sent; first missing: ${missing.join(' ') || 'none'}`;
     };
@@ -157,35 +157,23 @@ export function exchange(
       if (performance.now() - lastProgress > 10_000) finish(new Error(`no delivery for 10 s: ${describe()}`));
     }, 1000);
 
-    pairs.forEach((p, i) => {
-      const senderJid = p.sender.jid;
-      p.receiver.onStanza = (el: Element) => {
-        if (el.name !== 'message') return;
-        const now = performance.now();
-        const id = el.attrs.id ?? '';
-        const dot = id.indexOf('.');
-        if (!id.startsWith(tag) || dot < 0) return finish(new Error(`${p.receiver.jid} got an unexpected message: ${el.toString().slice(0, 300)}`));
-        const pi = Number(id.slice(tag.length, dot));
-        const seq = Number(id.slice(dot + 1));
-        if (pi !== i || !(seq >= 0 && seq < quota[i])) return finish(new Error(`${p.receiver.jid} got a message meant for another pair: ${id}`));
-        if (el.attrs.type === 'error') return finish(new Error(`an error came back to the receiver: ${el.toString()}`));
-        if (el.attrs.from !== senderJid) return finish(new Error(`message ${id} has from='${el.attrs.from}', expected ${senderJid}`));
-        if (seen[i][seq]) return finish(new Error(`message ${id} delivered twice`));
-        seen[i][seq] = 1;
-        delivered++;
-        lastProgress = now;
-        if (latencies) latencies[offset[i] + seq] = now - parseFloat(el.getChildText('body') ?? 'NaN');
-        if (sent[i] < quota[i]) sendNext(i);
-        if (delivered === total) {
-          onLast();
-          // Late duplicates would show up within this grace time.
-          setTimeout(() => finish(), 300);
-        }
-      };
-      p.sender.onStanza = (el: Element) => {
-        if (el.name === 'message') finish(new Error(`the sender got a message back: ${el.toString().slice(0, 500)}`));
-      };
-      p.sender.onDown = p.receiver.onDown = (e) => finish(e);
+    receive(pairs, seen, finish, (i, id) => {
+      const dot = id.indexOf('.');
+      if (!id.startsWith(tag) || dot < 0) return null;
+      const pi = Number(id.slice(tag.length, dot));
+      const seq = Number(id.slice(dot + 1));
+      if (pi !== i || !(seq >= 0 && seq < quota[i])) return `a message meant for another pair: ${id}`;
+      return offset[i] + seq;
+    }, (i, slot, now, el) => {
+      delivered++;
+      lastProgress = now;
+      if (latencies) latencies[slot] = now - parseFloat(el.getChildText('body') ?? 'NaN');
+      if (sent[i] < quota[i]) sendNext(i);
+      if (delivered === total) {
+        onLast();
+        // Late duplicates would show up within this grace time.
+        setTimeout(() => finish(), 300);
+      }
     });
     pairs.forEach((_, i) => {
       for (let k = 0; k < window && sent[i] < quota[i]; k++) sendNext(i);
@@ -325,31 +313,51 @@ function paced(
       progress.text = `phase ${tag}: ${delivered}/${total} delivered, ${sent} sent`;
       if (performance.now() - lastProgress > 10_000) finish(new Error(`no delivery for 10 s: ${progress.text}`));
     }, 1000);
-    pairs.forEach((p, i) => {
-      const senderJid = p.sender.jid;
-      p.receiver.onStanza = (el: Element) => {
-        if (el.name !== 'message') return;
-        const now = performance.now();
-        const id = el.attrs.id ?? '';
-        const seq = Number(id.slice(tag.length));
-        if (!id.startsWith(tag) || !(seq >= 0 && seq < total) || seq % n !== i) return finish(new Error(`${p.receiver.jid} got an unexpected message: ${el.toString().slice(0, 300)}`));
-        if (el.attrs.type === 'error') return finish(new Error(`an error came back to the receiver: ${el.toString()}`));
-        if (el.attrs.from !== senderJid) return finish(new Error(`message ${id} has from='${el.attrs.from}', expected ${senderJid}`));
-        if (seen[seq]) return finish(new Error(`message ${id} delivered twice`));
-        seen[seq] = 1;
-        delivered++;
-        lastProgress = now;
-        if (latencies) latencies[seq] = now - parseFloat(el.getChildText('body') ?? 'NaN');
-        if (delivered === total) {
-          onLast();
-          setTimeout(() => finish(), 300);
-        }
-      };
-      p.sender.onStanza = (el: Element) => {
-        if (el.name === 'message') finish(new Error(`the sender got a message back: ${el.toString().slice(0, 500)}`));
-      };
-      p.sender.onDown = p.receiver.onDown = (e) => finish(e);
+    receive(pairs, seen, finish, (i, id) => {
+      const seq = Number(id.slice(tag.length));
+      return id.startsWith(tag) && seq >= 0 && seq < total && seq % n === i ? seq : null;
+    }, (_i, slot, now, el) => {
+      delivered++;
+      lastProgress = now;
+      if (latencies) latencies[slot] = now - parseFloat(el.getChildText('body') ?? 'NaN');
+      if (delivered === total) {
+        onLast();
+        setTimeout(() => finish(), 300);
+      }
     });
+  });
+}
+
+/**
+ * The delivery checks both one-to-one runs make: a receiver gets only its own
+ * pair's messages (`slotOf` maps an id to the message's slot, null for a
+ * foreign id, or names what is wrong), none an error, each from its sender and
+ * once; a sender gets no message back; a connection that goes down ends the run.
+ */
+function receive(
+  pairs: Pair[], seen: Uint8Array, finish: (err?: Error) => void,
+  slotOf: (pair: number, id: string) => number | string | null,
+  delivered: (pair: number, slot: number, now: number, el: Element) => void,
+): void {
+  pairs.forEach((p, i) => {
+    const senderJid = p.sender.jid;
+    p.receiver.onStanza = (el: Element) => {
+      if (el.name !== 'message') return;
+      const now = performance.now();
+      const id = el.attrs.id ?? '';
+      const slot = slotOf(i, id);
+      if (slot === null) return finish(new Error(`${p.receiver.jid} got an unexpected message: ${el.toString().slice(0, 300)}`));
+      if (typeof slot === 'string') return finish(new Error(`${p.receiver.jid} got ${slot}`));
+      if (el.attrs.type === 'error') return finish(new Error(`an error came back to the receiver: ${el.toString()}`));
+      if (el.attrs.from !== senderJid) return finish(new Error(`message ${id} has from='${el.attrs.from}', expected ${senderJid}`));
+      if (seen[slot]) return finish(new Error(`message ${id} delivered twice`));
+      seen[slot] = 1;
+      delivered(i, slot, now, el);
+    };
+    p.sender.onStanza = (el: Element) => {
+      if (el.name === 'message') finish(new Error(`the sender got a message back: ${el.toString().slice(0, 500)}`));
+    };
+    p.sender.onDown = p.receiver.onDown = (e) => finish(e);
   });
 }
 
