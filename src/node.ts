@@ -32,7 +32,6 @@ import { VERSION } from './admin/version.ts';
 import { isSea } from 'node:sea';
 import { DnsSd, dnsSdEnabled, defaultInstance } from './c2s/dns-sd.ts';
 import { ldapConfig } from './store/ldap/options.ts';
-import { LdapDirectory } from './store/ldap/directory.ts';
 
 
 export interface RunningNode {
@@ -83,7 +82,7 @@ export async function startNode(config: Config, log: Logger, opts: { modules?: M
   let pool: Libp2pPool | null = null;
   if (!poolEnabled(config)) {
     const given = ['pool-password', 'pool-password-file', 'server-id'].filter((o) => config[o] !== undefined);
-    if (given.length) log.warn(`--${given.join(', --')} given, but no pool is started: add --autodiscover, --peer or --pool-listen`);
+    if (given.length) log.warn(`--${given.join(', --')} given, but no pool is started: add --autodiscover, --peer, --pool-listen or --relay`);
   }
   if (poolOpts) {
     // Loaded only for a pool: libp2p is most of the start-up time of a node (~0.3 s).
@@ -95,7 +94,8 @@ export async function startNode(config: Config, log: Logger, opts: { modules?: M
   // Accounts, rosters, vCards, blocklists and offline messages: plain LevelDB
   // on a single node, replicated to every member in a pool.
   // With LDAP the accounts are the directory's: one directory shared by every node, cached in each node's LevelDB.
-  const external = ldap ? new LdapDirectory({ config: ldap, store, log: log.child('ldap') }) : undefined;
+  // Loaded only with LDAP, like libp2p: ldapts is ~30 ms of every start otherwise.
+  const external = ldap ? new (await import('./store/ldap/directory.ts')).LdapDirectory({ config: ldap, store, log: log.child('ldap') }) : undefined;
   await external?.start();
   const userData = await createUserData({ store, pool: pool ?? undefined, log, directory: external });
   const directory = userData.directory;
